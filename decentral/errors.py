@@ -1,0 +1,5 @@
+"""One exception type for bad user input; the CLI turns it into a one-line error, exit 2."""
+
+
+class UserInputError(ValueError):
+    """Input the user can fix: a bad flag, config key, file or value. Message is one line."""
