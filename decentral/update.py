@@ -49,6 +49,27 @@ def euler_step(
     q_rows, sources: as in :func:`diffusion`; in a local engine sources is theta itself.
     sigma:   Eq. 2's sigma (not sigma/N); n_units is the N of Eq. 2.
     """
-    local = grad + weight_decay * theta  # [n, P]
-    coupling = diffusion(q_rows, sources, theta)  # [n, P]
-    return theta - lr * local + (lr * sigma / n_units) * coupling
+    if q_rows.is_sparse or q_rows.layout == torch.sparse_csr or sources is not theta:
+        local = grad + weight_decay * theta  # [n, P]
+        coupling = diffusion(q_rows, sources, theta)  # [n, P]
+        return theta - lr * local + (lr * sigma / n_units) * coupling
+    return _fused_local_step(theta, grad, q_rows, lr=lr, sigma=sigma, n_units=n_units,
+                             weight_decay=weight_decay)
+
+
+def _fused_local_step(theta, grad, q, *, lr, sigma, n_units, weight_decay) -> torch.Tensor:
+    """The same step when sources is theta and Q is dense, in three passes over memory:
+
+        theta_i * (1 - lr*wd - c*deg_i) - lr*grad_i + c * sum_j q_ij theta_j,  c = lr*sigma/N.
+
+    theta, grad [..., N, P]; q [N, N] or [R, N, N]; sigma a float or [R, 1, 1].
+    """
+    scale = lr * sigma / n_units  # float or [R, 1, 1]
+    degree = q.sum(dim=-1, keepdim=True)  # [(R,) N, 1]
+    keep = 1.0 - lr * weight_decay - scale * degree  # [(R,) N, 1]
+    base = theta * keep  # [..., N, P]
+    base.sub_(grad, alpha=lr)
+    if theta.dim() == 2:
+        return torch.addmm(base, q * scale, theta)
+    mix = (q * scale).expand(theta.shape[0], -1, -1)  # [R, N, N]
+    return torch.baddbmm(base, mix, theta)

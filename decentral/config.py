@@ -1,0 +1,180 @@
+"""Typed run configuration, its validation, and the bridge to flags and config files.
+
+Every field of :class:`RunConfig` is a `decentral run` flag (`--eval-every` for `eval_every`)
+and a config-file key (either spelling). Precedence: defaults < `--config FILE` < flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserInputError
+
+
+def _f(default, help: str, **meta):
+    """A dataclass field whose help text documents its default (shown by --help)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class RunConfig:
+    """One coupled-training run: N units, one sigma, one depth, one seed."""
+
+    backend: str = _f("local", "local (vectorized engine, no Ray) or ray", choices=("local", "ray"))
+    units: int = _f(10, "N, number of coupled units (paper: 10, one MNIST class each)")
+    depth: int = _f(1, "D, hidden layers per unit; 0 is linear softmax regression")
+    width: int = _f(20, "neurons per hidden layer (paper: 20)")
+    sigma: float = _f(30.0, "coupling strength sigma of Eq. 2 (sigma/N is stored beside it)")
+    lr: float = _f(0.005, "SGD learning rate eta (paper: 0.005)")
+    weight_decay: float = _f(1e-3, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
+    batch_size: int = _f(32, "images per SGD batch, drawn from the unit's own shard (paper: 32)")
+    transient: int = _f(5000, "steps discarded before measuring (paper: 5,000 or 20,000)")
+    steps: int = _f(5000, "measured steps after the transient (paper: 5,000 or 20,000)")
+    eval_every: int = _f(20, "evaluate observables every this many measured steps (paper: 20)")
+    init: str = _f("pytorch", "initial parameters: pytorch default or normal N(0,1)",
+                   choices=("pytorch", "normal"))
+    partition: str = _f("class", "private shards: class (unit k owns class k), k-classes, dirichlet",
+                        choices=("class", "k-classes", "dirichlet"))
+    classes_per_unit: int = _f(2, "classes per unit for partition k-classes")
+    dirichlet_alpha: float = _f(0.5, "concentration for partition dirichlet")
+    seed: int = _f(0, "run seed; unit u draws init and batches from streams seeded by (seed, u)")
+    test_samples: int | None = _f(None, "evaluate on this many test images (default: all 10,000)")
+    topology: str | None = _f(None, "graph file of the supra-network (default: mean field)")
+    data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA)")
+    download: bool = _f(False, "let torchvision download MNIST into the data root")
+    device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
+    threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
+    out: str | None = _f(None, "directory for summary, time series and the exact config")
+    # --- Ray backend (issue "Distributed backend") ---
+    address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
+    units_per_actor: int = _f(1, "units stacked in each Ray actor")
+    gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
+    staleness: int = _f(0, "async gossip: neighbours' snapshots may lag this many steps (0: sync)")
+    checkpoint_every: int = _f(0, "Ray actors checkpoint every K steps (0: never)")
+
+    @property
+    def sigma_over_n(self) -> float:
+        return self.sigma / self.units
+
+    def validate(self) -> "RunConfig":
+        validate_fields(self)
+        for name in ("units", "width", "batch_size", "eval_every", "units_per_actor", "gossip_period"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 1:
+            raise UserInputError(f"--steps must be >= 1, got {self.steps}")
+        if self.test_samples is not None and self.test_samples < 1:
+            raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
+        if self.lr <= 0:
+            raise UserInputError(f"--lr must be > 0, got {self.lr}")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_fields(cfg) -> None:
+    """Types and signs common to all configs: numbers finite and non-negative, choices kept."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise UserInputError(f"{_flag(f.name)} must be one of {', '.join(choices)}; got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise UserInputError(f"{_flag(f.name)} must be a finite number >= 0, got {value!r}")
+
+
+def _base_type(tp):
+    """The non-None type of an annotation such as `int | None`."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return args[0]
+    return tp
+
+
+def coerce(cls, name: str, value):
+    """Convert a flag string or config-file value to field `name`'s type, or fail clearly."""
+    hints = typing.get_type_hints(cls)
+    tp = _base_type(hints[name])
+    if value is None:
+        return None
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return tp(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{_flag(name)}: expected {tp.__name__}, got {value!r}") from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Keys and values of a TOML or YAML config file (flat mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file {str(path)!r} not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise UserInputError(f"config file {str(path)!r}: use .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        raise UserInputError(f"config file {str(path)!r} is malformed: {err}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return data
+
+
+def from_mapping(cls, values: dict, source: str):
+    """Build config `cls` from a mapping; unknown keys are an error naming the key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise UserInputError(f"unknown {source} key {key!r} (known: {', '.join(sorted(names))})")
+        kwargs[name] = coerce(cls, name, value)
+    return cls(**kwargs)
+
+
+def merge(cls, file_values: dict, flag_values: dict):
+    """Defaults < config file < flags, validated."""
+    cfg = from_mapping(cls, {**file_values, **flag_values}, "config")
+    return cfg.validate()
+
+
+def add_flags(parser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One argparse flag per field of `cls`; absent flags stay absent (argparse.SUPPRESS)."""
+    import argparse
+
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')}"
+                      f" [default: {f.default}]")
+        if _base_type(typing.get_type_hints(cls)[f.name]) is bool:
+            parser.add_argument(_flag(f.name), action="store_const", const=True, **kwargs)
+        else:
+            parser.add_argument(_flag(f.name), metavar=f.name.upper(), **kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain dict of a config (for JSON/TOML provenance)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,157 @@
+"""MNIST as tensors, and its partition into N private shards.
+
+Loaded once through `torchvision.datasets.MNIST` (never a per-sample DataLoader): images
+flattened to [M, 784] float32 in [0, 1], labels int64. The training set is reordered so that
+each unit's private samples are contiguous: unit u owns rows offsets[u] : offsets[u+1].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserInputError
+
+DATA_ENV = "DECENTRAL_DATA"  # environment variable naming the data root
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a labelled image set: x [M, 784] float32, y [M] int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class Shards:
+    """A training split sorted by owner: unit u owns x[offsets[u] : offsets[u] + sizes[u]]."""
+
+    train: Split
+    offsets: np.ndarray  # [N] first row of each unit's shard
+    sizes: np.ndarray  # [N] samples in each unit's shard
+    classes: list[list[int]]  # classes present in each unit's shard
+
+    @property
+    def n_units(self) -> int:
+        return len(self.sizes)
+
+
+def resolve_data_root(flag: str | None) -> Path:
+    """The data root: the flag if given, else $DECENTRAL_DATA; it must exist."""
+    root = flag or os.environ.get(DATA_ENV)
+    if not root:
+        raise UserInputError(f"no data root: pass --data-root DIR or set {DATA_ENV}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"data root {str(path)!r} does not exist or is not a directory")
+    return path
+
+
+def load_mnist(root: str | Path, download: bool = False) -> tuple[Split, Split]:
+    """(train, test) MNIST splits from torchvision's layout under `root`."""
+    from torchvision.datasets import MNIST
+
+    try:
+        train = MNIST(root=str(root), train=True, download=download)
+        test = MNIST(root=str(root), train=False, download=download)
+    except RuntimeError as err:
+        raise UserInputError(
+            f"no MNIST under data root {str(root)!r} (expected {root}/MNIST/raw/*-ubyte; "
+            f"use --download where internet exists): {err}"
+        ) from None
+    return _as_split(train.data, train.targets), _as_split(test.data, test.targets)
+
+
+def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
+    x = images.reshape(len(images), -1).to(torch.float32).div_(255.0)  # [M, 784]
+    return Split(x.contiguous(), labels.to(torch.int64))
+
+
+def assign_by_class(labels: np.ndarray, n_units: int) -> list[np.ndarray]:
+    """Unit u owns class u mod C; units sharing a class split its samples evenly (disjoint)."""
+    n_classes = int(labels.max()) + 1
+    owners = [[u for u in range(n_units) if u % n_classes == c] for c in range(n_classes)]
+    return _split_classes(labels, owners, np.full(n_units, 1.0), rng=None)
+
+
+def assign_k_classes(labels: np.ndarray, n_units: int, k: int, seed: int) -> list[np.ndarray]:
+    """Each unit owns k distinct random classes; each class is split evenly among its owners."""
+    n_classes = int(labels.max()) + 1
+    if not 1 <= k <= n_classes:
+        raise UserInputError(f"classes per unit must be in 1..{n_classes}, got {k}")
+    rng = np.random.default_rng(seed)
+    owners: list[list[int]] = [[] for _ in range(n_classes)]
+    for u in range(n_units):
+        for c in rng.choice(n_classes, size=k, replace=False):
+            owners[int(c)].append(u)
+    return _split_classes(labels, owners, np.full(n_units, 1.0), rng)
+
+
+def assign_dirichlet(labels: np.ndarray, n_units: int, alpha: float, seed: int) -> list[np.ndarray]:
+    """Each class is split among all units with proportions ~ Dirichlet(alpha)."""
+    if not alpha > 0:
+        raise UserInputError(f"dirichlet alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    n_classes = int(labels.max()) + 1
+    owned: list[list[np.ndarray]] = [[] for _ in range(n_units)]
+    for c in range(n_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.floor(np.cumsum(rng.dirichlet(np.full(n_units, alpha))) * len(members))
+        for u, part in enumerate(np.split(members, cuts[:-1].astype(int))):
+            owned[u].append(part)
+    return [np.sort(np.concatenate(parts)) for parts in owned]
+
+
+def _split_classes(labels, owners, weights, rng) -> list[np.ndarray]:
+    """Split each class's sample indices evenly among the units listed as its owners."""
+    owned: list[list[np.ndarray]] = [[] for _ in range(len(weights))]
+    for c, units in enumerate(owners):
+        members = np.flatnonzero(labels == c)
+        if rng is not None:
+            members = rng.permutation(members)
+        for u, part in zip(units, np.array_split(members, len(units)) if units else []):
+            owned[u].append(part)
+    return [np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in owned]
+
+
+def make_shards(train: Split, assignment: list[np.ndarray]) -> Shards:
+    """Reorder the training split so each unit's private samples are contiguous."""
+    empty = [u for u, idx in enumerate(assignment) if len(idx) == 0]
+    if empty:
+        raise UserInputError(f"partition leaves units {empty} without data; use fewer units")
+    order = torch.from_numpy(np.concatenate(assignment).astype(np.int64))
+    sizes = np.array([len(idx) for idx in assignment])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    labels = train.y.numpy()
+    classes = [sorted(set(labels[idx].tolist())) for idx in assignment]
+    return Shards(Split(train.x[order], train.y[order]), offsets, sizes, classes)
+
+
+def partition(train: Split, n_units: int, scheme: str, seed: int, k: int = 1, alpha: float = 0.5):
+    """Shards for `scheme` "class" (one class per unit), "k-classes" or "dirichlet"."""
+    labels = train.y.numpy()
+    if scheme == "class":
+        assignment = assign_by_class(labels, n_units)
+    elif scheme == "k-classes":
+        assignment = assign_k_classes(labels, n_units, k, seed)
+    elif scheme == "dirichlet":
+        assignment = assign_dirichlet(labels, n_units, alpha, seed)
+    else:
+        raise UserInputError(f"unknown partition {scheme!r}; choose class, k-classes or dirichlet")
+    return make_shards(train, assignment)
+
+
+def subsample_test(test: Split, n_samples: int | None, seed: int = 0) -> Split:
+    """The first-drawn n_samples of a fixed permutation of the test set (all when None)."""
+    if n_samples is None or n_samples >= len(test.y):
+        return test
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(test.y))[:n_samples]))
+    return Split(test.x[keep], test.y[keep])

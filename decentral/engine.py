@@ -1,0 +1,99 @@
+"""The vectorized local engine: R replicas x N units stacked, one coupled step for all.
+
+A jax-md style state contract: `init_state(...)` builds the state, `make_step_fn(...)`
+returns a `step_fn(state) -> state` closed over the data and the coupling. Replicas are
+independent ensembles (different seeds, sigma or Q) advanced together; a single run is R=1.
+The math is :func:`decentral.model.loss_and_grad` plus :func:`decentral.update.euler_step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data import Shards
+from .model import Architecture, init_params, loss_and_grad
+from .streams import BatchIndexer, init_generator
+from .update import euler_step
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Local-learning hyper-parameters shared by all units (the paper's values)."""
+
+    lr: float = 0.005  # SGD learning rate eta
+    weight_decay: float = 1e-3  # L2 weight decay gamma, inside the local gradient
+    batch_size: int = 32  # images per batch from the unit's own shard
+
+
+@dataclass
+class EngineState:
+    """Parameters of every unit of every replica, and the step count."""
+
+    theta: torch.Tensor  # [R, N, P]
+    step: int = 0
+
+
+def init_theta(arch: Architecture, seeds: Sequence[int], n_units: int, scheme: str) -> torch.Tensor:
+    """Initial parameters [R, N, P] (CPU float32): unit u of replica r from stream (seeds[r], u)."""
+    rows = [init_params(arch, [init_generator(s, u) for u in range(n_units)], scheme) for s in seeds]
+    return torch.stack(rows)
+
+
+def init_state(arch, seeds, n_units, scheme="pytorch", device="cpu") -> EngineState:
+    return EngineState(init_theta(arch, seeds, n_units, scheme).to(device), 0)
+
+
+def coupling_tensor(q, n_replicas: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Q as a tensor [N, N] (shared by all replicas) or [R, N, N] (one per replica)."""
+    q = torch.as_tensor(np.asarray(q), dtype=dtype, device=device)
+    if q.dim() == 3 and q.shape[0] != n_replicas:
+        raise ValueError(f"per-replica Q has {q.shape[0]} replicas, expected {n_replicas}")
+    return q
+
+
+def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.Tensor:
+    """sigma per replica as [R, 1, 1], broadcastable over units and parameters."""
+    values = torch.as_tensor(np.broadcast_to(np.asarray(sigma, dtype=float), (n_replicas,)).copy())
+    return values.to(device=device, dtype=dtype).view(n_replicas, 1, 1)
+
+
+def make_step_fn(
+    arch: Architecture,
+    shards: Shards,
+    q: torch.Tensor,
+    sigma: torch.Tensor,
+    seeds: Sequence[int],
+    hyper: Hyper = Hyper(),
+) -> Callable[[EngineState], EngineState]:
+    """step_fn(state) -> state: one simultaneous explicit Euler step of Eq. 2 for all units.
+
+    q [N, N] or [R, N, N]; sigma [R, 1, 1]; shards on the engine's device; seeds [R].
+    """
+    n_units = shards.n_units
+    keys = [(s, u) for s in seeds for u in range(n_units)]
+    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, shards.train.x.device)
+    train_x, train_y = shards.train.x, shards.train.y
+
+    def step_fn(state: EngineState) -> EngineState:
+        theta = state.theta  # [R, N, P]
+        idx = indexer.indices(state.step)  # [R*N, B]
+        flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
+        x = train_x.index_select(0, idx.view(-1)).view(*idx.shape, -1)  # [R*N, B, n_in]
+        _, grad = loss_and_grad(arch, flat, x, train_y[idx])
+        new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
+                         n_units=n_units, weight_decay=hyper.weight_decay)
+        return EngineState(new, state.step + 1)
+
+    return step_fn
+
+
+def run_steps(step_fn, state: EngineState, n_steps: int) -> EngineState:
+    """Apply step_fn n_steps times (no autograd graph is ever built)."""
+    with torch.no_grad():
+        for _ in range(n_steps):
+            state = step_fn(state)
+    return state

@@ -1,0 +1,89 @@
+"""Observables of coupled units: test loss and accuracy (Eq. 3), magnetization, consensus,
+cross-loss/cross-accuracy matrices, and the cumulative S_x with its rank-one fit.
+
+Pure functions of stacked parameters [R, N, P] and a test split; all return tensors or arrays
+with a leading replica axis R.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import Split
+from .model import Architecture, per_sample_scores
+
+UNIT_CHUNK = 32  # units evaluated together on the test set (bounds activation memory)
+
+
+def parameter_stats(theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per replica [R]: magnetization <m> (signed mean parameter, averaged over units), mean
+    squared parameter, and consensus distance mean_i ||theta_i - mean_j theta_j||^2."""
+    theta = theta.double()  # [R, N, P]
+    centre = theta.mean(dim=1, keepdim=True)  # [R, 1, P]
+    return {
+        "magnetization": theta.mean(dim=(1, 2)),
+        "mean_sq_param": theta.pow(2).mean(dim=(1, 2)),
+        "consensus_distance": (theta - centre).pow(2).sum(dim=2).mean(dim=1),
+    }
+
+
+def class_weights(test: Split, n_classes: int) -> torch.Tensor:
+    """[T, C] matrix averaging per-sample scores within each class (columns sum to 1)."""
+    onehot = torch.nn.functional.one_hot(test.y, n_classes).to(torch.float64)
+    return onehot / onehot.sum(dim=0).clamp(min=1)
+
+
+def _weighted_scores(arch, theta, test: Split, weights: torch.Tensor):
+    """Per-sample loss and correctness of every unit, reduced by weights [T, K] -> [R, N, K]."""
+    n_rep, n_units, n_par = theta.shape
+    flat = theta.reshape(-1, n_par)  # [R*N, P]
+    weights = weights.to(theta.device)
+    losses, accs = [], []
+    for start in range(0, len(flat), UNIT_CHUNK):
+        loss, correct = per_sample_scores(arch, flat[start : start + UNIT_CHUNK], test.x, test.y)
+        losses.append(loss.double() @ weights)  # [u, K]
+        accs.append(correct.double() @ weights)
+    shape = (n_rep, n_units, weights.shape[1])
+    return torch.cat(losses).view(shape), torch.cat(accs).view(shape)
+
+
+def cross_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-loss and cross-accuracy [R, N, C]: unit i of replica r on test images of class c."""
+    return _weighted_scores(arch, theta, test, class_weights(test, arch.n_out))
+
+
+def test_metrics(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, torch.Tensor]:
+    """Per replica [R]: mean test loss <L> and accuracy <A> over units on the whole split."""
+    uniform = torch.full((len(test.y), 1), 1.0 / len(test.y), dtype=torch.float64)  # [T, 1]
+    loss, acc = _weighted_scores(arch, theta, test, uniform)
+    return {"loss": loss.mean(dim=(1, 2)), "accuracy": acc.mean(dim=(1, 2))}
+
+
+def finite_replicas(theta: torch.Tensor) -> torch.Tensor:
+    """[R] bool: every parameter of the replica is finite."""
+    return torch.isfinite(theta).flatten(1).all(dim=1)
+
+
+def cumulative_cross_accuracy(a_x: np.ndarray) -> np.ndarray:
+    """S_x [N, C]: the sum over sigma values of run-averaged A_x given as [S, N, C]."""
+    return np.asarray(a_x, dtype=float).sum(axis=0)
+
+
+def rank_one(matrix: np.ndarray) -> np.ndarray:
+    """Leading SVD term s1 u1 v1^T of a matrix."""
+    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=float))
+    return s[0] * np.outer(u[:, 0], vt[0])
+
+
+def off_diagonal(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix)
+    return matrix[~np.eye(*matrix.shape, dtype=bool)]
+
+
+def rank_one_r2(s_x: np.ndarray, reference: np.ndarray | None = None) -> float:
+    """Squared Pearson correlation between off-diagonal entries of S_x and of the rank-one fit
+    of `reference` (the paper: S_x of D=0); of S_x itself when reference is None."""
+    fit = rank_one(s_x if reference is None else reference)
+    r = np.corrcoef(off_diagonal(s_x), off_diagonal(fit))[0, 1]
+    return float(r * r)

@@ -1,0 +1,206 @@
+"""`decentral run`: one coupled-training job from a RunConfig, on the local engine or Ray.
+
+I/O lives here, at the edge: loading data, reading the topology, saving results with the
+exact config and topology that produced them. The math is in engine/update/observables.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import coupling
+from .config import RunConfig, to_dict
+from .data import Shards, Split, load_mnist, partition, resolve_data_root, subsample_test
+from .engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from .errors import UserInputError
+from .model import Architecture
+from .observables import cross_scores, finite_replicas, parameter_stats, test_metrics
+from .runner import Measurement, Phases, progress_bar, run_phases
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a backend needs besides the config: data, shapes and the coupling."""
+
+    arch: Architecture
+    shards: Shards
+    test: Split
+    q: np.ndarray  # [N, N] coupling matrix, q_ij weight of edge i -> j
+    topology: dict | None  # provenance of the graph file (name, sha256), None for mean field
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def load_coupling(path: str | None, n_units: int) -> tuple[np.ndarray, dict | None]:
+    """Q from a graph file (see decentral.topology) or mean field; and its provenance."""
+    if path is None:
+        return coupling.mean_field(n_units), None
+    from .topology import file_digest, read_coupling_matrix
+
+    q = read_coupling_matrix(path, n_units)
+    return q, {"name": Path(path).name, "path": str(path), "sha256": file_digest(path)}
+
+
+def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
+    """Data, partition, architecture and Q for a run (data may be passed in already loaded)."""
+    q, topo = load_coupling(cfg.topology, cfg.units)
+    if data is None:
+        data = load_mnist(resolve_data_root(cfg.data_root), download=cfg.download)
+    train, test = data
+    shards = partition(train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit,
+                       cfg.dirichlet_alpha)
+    test = subsample_test(test, cfg.test_samples, seed=0)
+    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=train.x.shape[1],
+                        n_out=int(train.y.max()) + 1)
+    return Problem(arch, shards, test, q, topo)
+
+
+def stability_message(cfg: RunConfig, q: np.ndarray) -> tuple[float, str | None]:
+    """The stability number lr*sigma*lambda_max/N and a warning text when it is >= 2."""
+    number = coupling.stability_number(q, cfg.lr, cfg.sigma)
+    if number < 2.0:
+        return number, None
+    limit = coupling.sigma_max_stable(q, cfg.lr)
+    return number, (f"unstable coupling: lr*sigma*lambda_max/N = {number:.3g} >= 2 "
+                    f"(sigma={cfg.sigma:g}, largest stable sigma {limit:.4g}); expect divergence")
+
+
+def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measurement]:
+    """Train on the vectorized local engine; returns final parameters [1, N, P] and the series."""
+    device = resolve_device(cfg.device)
+    shards = Shards(problem.shards.train.to(device), problem.shards.offsets,
+                    problem.shards.sizes, problem.shards.classes)
+    test = problem.test.to(device)
+    state = init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device)
+    step_fn = make_step_fn(problem.arch, shards, coupling_tensor(problem.q, 1, device),
+                           sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
+                           Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size))
+    holder = {"state": state}
+
+    def advance(n: int) -> None:
+        holder["state"] = run_steps(step_fn, holder["state"], n)
+
+    def evaluate() -> dict[str, np.ndarray]:
+        return observe(problem.arch, holder["state"].theta, test)
+
+    phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
+    with progress_bar(cfg.transient + cfg.steps, "run") as bar:
+        meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
+                          phases, progress=bar)
+    return holder["state"].theta, meas
+
+
+def observe(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, np.ndarray]:
+    """All time-series observables per replica [R] as numpy arrays."""
+    with torch.no_grad():
+        values = {**test_metrics(arch, theta, test), **parameter_stats(theta)}
+    return {k: v.cpu().numpy() for k, v in values.items()}
+
+
+def final_cross(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-loss and cross-accuracy [R, N, C] of the final parameters (NaN where diverged)."""
+    with torch.no_grad():
+        cross_loss, cross_acc = cross_scores(arch, theta, test.to(theta.device))
+    bad = ~finite_replicas(theta)
+    cross_loss[bad], cross_acc[bad] = float("nan"), float("nan")
+    return cross_loss.cpu().numpy(), cross_acc.cpu().numpy()
+
+
+def summarize(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement) -> dict:
+    """The run's summary (replica 0): config echo, time-averaged observables, A_x, L_x."""
+    averages = meas.time_average(theta.shape[0])
+    cross_loss, cross_acc = final_cross(problem.arch, theta, problem.test)
+    diverged = bool(meas.diverged[0]) if meas.diverged is not None else False
+    summary = {
+        "backend": cfg.backend, "units": cfg.units, "depth": cfg.depth, "width": cfg.width,
+        "sigma": cfg.sigma, "sigma_over_n": cfg.sigma_over_n, "seed": cfg.seed,
+        "transient": cfg.transient, "steps": cfg.steps, "eval_every": cfg.eval_every,
+        "init": cfg.init, "partition": cfg.partition, "n_params": problem.arch.n_params,
+        "test_samples": len(problem.test.y), "device": cfg.device,
+        "stability_number": coupling.stability_number(problem.q, cfg.lr, cfg.sigma),
+        "topology": problem.topology,
+    }
+    summary.update({k: float(v[0]) for k, v in averages.items()})
+    summary.update({
+        "cross_accuracy": cross_acc[0].tolist(), "cross_loss": cross_loss[0].tolist(),
+        "train_seconds": meas.train_seconds, "train_steps": meas.train_steps,
+        "steps_per_second": meas.steps_per_second(), "diverged": diverged,
+        "message": _divergence_message(meas) if diverged else "ok",
+    })
+    return summary
+
+
+def _divergence_message(meas: Measurement) -> str:
+    return (f"diverged: parameters became NaN/inf by step {int(meas.diverged_at[0])}; "
+            "observables average the evaluations before that")
+
+
+def json_safe(obj):
+    """Replace NaN/inf floats (not valid JSON) by None, recursively."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_toml(values: dict, path: Path) -> None:
+    """A flat TOML file of config values (None values are omitted, as TOML has no null)."""
+    lines = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement) -> Path:
+    """summary.json, timeseries.parquet, config.toml and the topology file under `out`."""
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    pd.DataFrame(meas.records).to_parquet(out / "timeseries.parquet", index=False)
+    write_toml(to_dict(cfg), out / "config.toml")
+    if cfg.topology:
+        shutil.copyfile(cfg.topology, out / ("topology" + Path(cfg.topology).suffix))
+    return out
+
+
+def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
+    """Run one job end to end and return its summary (saved under cfg.out when set)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    problem = prepare(cfg, data)
+    _, message = stability_message(cfg, problem.q)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    if cfg.backend == "ray":
+        from .ray_backend import run_ray
+
+        theta, meas, extra = run_ray(cfg, problem)
+    else:
+        theta, meas = run_local(cfg, problem)
+        extra = {}
+    summary = {**summarize(cfg, problem, theta, meas), **extra}
+    if cfg.out:
+        save_run(cfg.out, cfg, summary, meas)
+    return summary

@@ -1,0 +1,115 @@
+"""Transient and measurement phases over any `step_fn`, as in App. C of the paper.
+
+The runner knows nothing about models or backends: it advances a state with a step
+function (in blocks of `eval_every` steps), checks for divergence, evaluates observables
+after every block of the measurement phase, and times the training steps apart from the
+evaluation. Backends provide `advance(n)`, `evaluate()` and `finite()` callables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+OBSERVABLES = ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance")
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Lengths of the two phases and the evaluation period (in coupled steps)."""
+
+    transient: int = 5000  # steps discarded before measuring
+    steps: int = 5000  # measured steps
+    eval_every: int = 20  # evaluate every this many measured steps
+
+
+@dataclass
+class Measurement:
+    """What a run measured: one time-series row per (evaluation, replica)."""
+
+    records: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall time inside training steps only
+    train_steps: int = 0  # coupled steps taken
+    diverged: np.ndarray | None = None  # [R] bool
+    diverged_at: np.ndarray | None = None  # [R] first step seen non-finite (-1: never)
+
+    def steps_per_second(self) -> float:
+        return self.train_steps / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def time_average(self, n_replicas: int) -> dict[str, np.ndarray]:
+        """Mean and std over the measurement records of each observable, per replica [R]."""
+        out = {}
+        for name in OBSERVABLES:
+            series = [[r[name] for r in self.records if r["replica"] == k] for k in range(n_replicas)]
+            out[name] = np.array([np.mean(s) if s else np.nan for s in series])
+            out[name + "_std"] = np.array([np.std(s) if s else np.nan for s in series])
+        return out
+
+
+def _blocks(total: int, size: int):
+    done = 0
+    while done < total:
+        yield min(size, total - done)
+        done += size
+
+
+def run_phases(
+    advance: Callable[[int], None],
+    evaluate: Callable[[], dict[str, np.ndarray]],
+    finite: Callable[[], np.ndarray],
+    phases: Phases,
+    step0: int = 0,
+    progress=None,
+) -> Measurement:
+    """Run the transient, then the measured steps with an evaluation after every block.
+
+    advance(n) takes n coupled steps; evaluate() returns observables per replica [R];
+    finite() returns [R] bool. Stops early once every replica has diverged.
+    """
+    meas = Measurement()
+    step = step0
+    plan = [(n, False) for n in _blocks(phases.transient, phases.eval_every)]
+    plan += [(n, True) for n in _blocks(phases.steps, phases.eval_every)]
+    for n, measured in plan:
+        start = time.perf_counter()
+        advance(n)
+        meas.train_seconds += time.perf_counter() - start
+        meas.train_steps += n
+        step += n
+        ok = np.asarray(finite(), dtype=bool)
+        _note_divergence(meas, ok, step)
+        if progress is not None:
+            progress.update(n)
+        if not ok.any():
+            break
+        if measured:
+            _record(meas, evaluate(), step, ok)
+    return meas
+
+
+def _note_divergence(meas: Measurement, ok: np.ndarray, step: int) -> None:
+    if meas.diverged is None:
+        meas.diverged = np.zeros(len(ok), dtype=bool)
+        meas.diverged_at = np.full(len(ok), -1)
+    newly = ~ok & ~meas.diverged
+    meas.diverged_at[newly] = step
+    meas.diverged |= ~ok
+
+
+def _record(meas: Measurement, values: dict[str, np.ndarray], step: int, ok: np.ndarray) -> None:
+    for k in range(len(ok)):
+        if ok[k]:
+            row = {"step": step, "replica": k}
+            row.update({name: float(values[name][k]) for name in OBSERVABLES})
+            meas.records.append(row)
+
+
+def progress_bar(total: int, desc: str, enabled: bool | None = None):
+    """A tqdm bar on stderr for long runs (auto-disabled when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=True if enabled is False else None,
+                leave=False, dynamic_ncols=True, mininterval=0.5)
