@@ -1,0 +1,44 @@
+"""Shared fixtures: small synthetic data made by the tests, and the real MNIST root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from decentral.data import Split
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_CANDIDATES = [os.environ.get("DECENTRAL_DATA"), str(REPO.parent / "shared" / "data")]
+
+
+def synthetic_split(n_classes: int, per_class: int, n_in: int = 784, seed: int = 0) -> Split:
+    """Images whose pixels carry a class-dependent mean, so that learning is possible."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.rand(n_classes, n_in, generator=gen)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    x = (centres[y] + 0.3 * torch.randn(len(y), n_in, generator=gen)).clamp(0, 1)
+    return Split(x.float(), y)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    """(train, test) with 10 classes: 40 train and 10 test images per class."""
+    return synthetic_split(10, 40, seed=1), synthetic_split(10, 10, seed=2)
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> str:
+    for candidate in MNIST_CANDIDATES:
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            return candidate
+    pytest.skip("real MNIST not found (set DECENTRAL_DATA)")
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_root):
+    from decentral.data import load_mnist
+
+    return load_mnist(mnist_root)

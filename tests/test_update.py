@@ -1,0 +1,119 @@
+"""Eq. 2 on stacked parameters: against a per-unit nn.Module loop, and its invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from decentral.coupling import mean_field
+from decentral.data import partition
+from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.model import Architecture
+from decentral.streams import BatchIndexer
+from decentral.update import diffusion, euler_step
+
+
+def _reference_loop(arch, shards, theta0, q, sigma, hyper, seed, n_steps):
+    """The paper's notebook: N nn.Modules, N SGD optimizers, coupling by a loop over pairs."""
+    n = shards.n_units
+    nets = [arch.to_module(theta0[u]) for u in range(n)]
+    opts = [torch.optim.SGD(net.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
+            for net in nets]
+    indexer = BatchIndexer([(seed, u) for u in range(n)], shards.offsets, shards.sizes, hyper.batch_size)
+    for step in range(n_steps):
+        snapshot = [torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone() for net in nets]
+        idx = indexer.indices(step)
+        for u in range(n):
+            opts[u].zero_grad()
+            loss = torch.nn.functional.cross_entropy(nets[u](shards.train.x[idx[u]]), shards.train.y[idx[u]])
+            loss.backward()
+            opts[u].step()
+        for i in range(n):
+            pull = sum(q[i, j] * (snapshot[j] - snapshot[i]) for j in range(n) if q[i, j] != 0)
+            with torch.no_grad():
+                vec = torch.nn.utils.parameters_to_vector(nets[i].parameters())
+                torch.nn.utils.vector_to_parameters(vec + hyper.lr * sigma / n * pull, nets[i].parameters())
+    return torch.stack([torch.nn.utils.parameters_to_vector(net.parameters()).detach() for net in nets])
+
+
+def test_stacked_update_equals_per_unit_module_loop(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 4, "k-classes", seed=3, k=3)
+    q = np.array([[0, 1, 0.5, 0], [1, 0, 1, 0], [0.5, 1, 0, 2], [0, 0, 2, 0]])
+    hyper, sigma, seed = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8), 7.0, 11
+    for depth in (0, 1, 2):
+        arch = Architecture(depth=depth)
+        state = init_state(arch, [seed], 4)
+        expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
+        step_fn = make_step_fn(arch, shards, coupling_tensor(q, 1, "cpu"), sigma_tensor(sigma, 1, "cpu"),
+                               [seed], hyper)
+        got = run_steps(step_fn, state, 20).theta[0]
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
+
+
+def test_sigma_zero_units_evolve_independently(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 3, "class", seed=0)
+    arch = Architecture(depth=1)
+    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(3), 1, "cpu"),
+                           sigma_tensor(0.0, 1, "cpu"), [5], Hyper(batch_size=8))
+    a = init_state(arch, [5], 3)
+    b = init_state(arch, [5], 3)
+    b.theta[0, 2] = torch.randn(arch.n_params)  # perturb only unit 2
+    a, b = run_steps(step_fn, a, 15), run_steps(step_fn, b, 15)
+    assert torch.equal(a.theta[0, :2], b.theta[0, :2])
+    assert not torch.equal(a.theta[0, 2], b.theta[0, 2])
+
+
+def _zero_gradient_steps(theta, q, sigma, n_steps, lr=0.005):
+    zeros = torch.zeros_like(theta)
+    history = [theta]
+    for _ in range(n_steps):
+        theta = euler_step(theta, zeros, q, theta, lr=lr, sigma=sigma, n_units=len(q), weight_decay=0.0)
+        history.append(theta)
+    return history
+
+
+def test_zero_gradient_conserves_mean_for_symmetric_q():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(6, 6, generator=gen, dtype=torch.float64)
+    q = (w + w.T) * (1 - torch.eye(6, dtype=torch.float64))
+    theta = torch.randn(6, 40, generator=gen, dtype=torch.float64)
+    for state in _zero_gradient_steps(theta, q, sigma=50.0, n_steps=30):
+        assert torch.allclose(state.mean(dim=0), theta.mean(dim=0), atol=1e-12)
+
+
+def test_mean_field_consensus_decays_by_one_minus_lr_sigma_squared():
+    n, lr, sigma = 10, 0.005, 40.0
+    q = torch.as_tensor(mean_field(n), dtype=torch.float64)
+    theta = torch.randn(n, 25, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    distances = [(s - s.mean(0)).pow(2).sum(1).mean() for s in _zero_gradient_steps(theta, q, sigma, 12, lr)]
+    ratios = torch.stack([b / a for a, b in zip(distances[:-1], distances[1:])])
+    assert torch.allclose(ratios, torch.full_like(ratios, (1 - lr * sigma) ** 2), rtol=1e-10)
+
+
+def test_fused_and_general_paths_agree():
+    gen = torch.Generator().manual_seed(2)
+    theta = torch.randn(2, 5, 30, generator=gen)  # [R, N, P]
+    grad = torch.randn(2, 5, 30, generator=gen)
+    q = torch.rand(5, 5, generator=gen)
+    sigma = torch.tensor([3.0, 80.0]).view(2, 1, 1)
+    kw = dict(lr=0.01, sigma=sigma, n_units=5, weight_decay=1e-3)
+    fused = euler_step(theta, grad, q, theta, **kw)
+    general = theta - 0.01 * (grad + 1e-3 * theta) + 0.01 * sigma / 5 * diffusion(q, theta, theta)
+    assert torch.allclose(fused, general, atol=1e-6)
+    sparse = euler_step(theta[0], grad[0], q.to_sparse(), theta[0].clone(), **{**kw, "sigma": 3.0})
+    assert torch.allclose(sparse, general[0], atol=1e-6)
+
+
+def test_same_seed_same_result_bitwise(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 10, "class", seed=0)
+    arch = Architecture(depth=2)
+    make = lambda: make_step_fn(arch, shards, coupling_tensor(mean_field(10), 1, "cpu"),
+                                sigma_tensor(30.0, 1, "cpu"), [4], Hyper())
+    a = run_steps(make(), init_state(arch, [4], 10), 25)
+    b = run_steps(make(), init_state(arch, [4], 10), 25)
+    c = run_steps(make(), init_state(arch, [5], 10), 25)
+    assert torch.equal(a.theta, b.theta)
+    assert not torch.equal(a.theta, c.theta)
