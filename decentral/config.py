@@ -56,7 +56,8 @@ class RunConfig:
     units_per_actor: int = _f(1, "units stacked in each Ray actor")
     gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
     staleness: int = _f(0, "async gossip: neighbours' snapshots may lag this many steps (0: sync)")
-    checkpoint_every: int = _f(0, "Ray actors checkpoint every K steps (0: never)")
+    checkpoint_every: int = _f(0, "Ray actors checkpoint every K steps (0: a restart replays from step 0)")
+    actor_cpus: float = _f(1.0, "CPUs each Ray actor requests (fractions let actors share a core)")
 
     @property
     def sigma_over_n(self) -> float:
@@ -73,6 +74,8 @@ class RunConfig:
             raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
         if self.lr <= 0:
             raise UserInputError(f"--lr must be > 0, got {self.lr}")
+        if self.actor_cpus <= 0:
+            raise UserInputError(f"--actor-cpus must be > 0, got {self.actor_cpus}")
         return self
 
 

@@ -1,0 +1,113 @@
+"""The thin unit actor: holds a block of units (parameters, private data, step) and forwards
+every computation to the pure functions of `block`, every exchange to `gossip`.
+
+It is an asyncio actor: while `advance` awaits neighbours' snapshots, the event loop serves
+their `receive` calls (and the driver's `abort`), so actors gossip among themselves inside
+one `advance(n)` call per block of steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import ray
+import torch
+
+from . import block as B
+from .gossip import Aborted, Inbox, Traffic, publish
+from .plan import Block, is_coupling_step
+
+
+class UnitActor:
+    """One Ray actor hosting the units of `plan_block` (see `driver` for its options)."""
+
+    def __init__(self, arch, hyper: B.BlockHyper, plan_block: Block, source, checkpoint_every: int,
+                 threads: int = 1):
+        torch.set_num_threads(threads)
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        self.arch, self.hyper, self.plan = arch, hyper, plan_block
+        self.checkpoint_every = checkpoint_every
+        self.data = source.load(plan_block.units)  # on this node, from the data root
+        self.indexer = B.make_indexer(hyper, plan_block.units, self.data)
+        self.q_rows = torch.as_tensor(plan_block.q_rows, dtype=torch.float32)  # [n, M]
+        self.theta = B.initial_block(arch, hyper, plan_block.units)  # [n, P]
+        self.step = 0
+        self.inbox = Inbox(plan_block.sources)
+        self.readers: dict = {}
+        self.traffic = Traffic()
+        self.checkpoint: tuple[int, object] | None = None  # latest (step, theta numpy) not yet reported
+
+    def ready(self) -> dict:
+        ctx = ray.get_runtime_context()
+        return {"node": ctx.get_node_id(), "actor": self.plan.index, "units": list(self.plan.units)}
+
+    def set_readers(self, readers: dict) -> None:
+        """Handles of the actors that read this one's snapshot, {actor index: handle}."""
+        self.readers = {a: readers[a] for a in self.plan.readers}
+
+    async def receive(self, source: int, step: int, ref: list, epoch: int) -> None:
+        self.inbox.put(source, step, ref[0], epoch)
+
+    async def abort(self) -> int:
+        self.inbox.abort()
+        return self.step
+
+    async def advance(self, n_steps: int) -> dict:
+        """Take n_steps coupled steps; returns the status the driver keeps (no parameters,
+        except a checkpoint when one was taken)."""
+        try:
+            for _ in range(n_steps):
+                await self._one_step()
+        except Aborted:
+            return {"aborted": True, "step": self.step}
+        report, self.checkpoint = self.checkpoint, None
+        return {"aborted": False, "step": self.step, "finite": bool(torch.isfinite(self.theta).all()),
+                "checkpoint": report}
+
+    async def _one_step(self) -> None:
+        t, hyper = self.step, self.hyper
+        coupled = hyper.sigma != 0 and is_coupling_step(t, hyper.gossip_period)
+        if coupled:
+            publish(ray, self.readers, self.plan.index, t, self.theta.numpy(), self.inbox.epoch,
+                    self.traffic)
+        with torch.no_grad():
+            grad = B.local_gradient(self.arch, self.theta, self.data, self.indexer, t)  # [n, P]
+            if coupled:
+                snapshots = [torch.from_numpy(a) for a in await self._neighbours(t)]
+                sources = torch.cat([self.theta, *snapshots])  # [M, P]
+                self.theta = B.coupled_step(self.theta, grad, self.q_rows, sources, hyper)
+            else:
+                self.theta = B.local_step(self.theta, grad, hyper)
+        self.step = t + 1
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+            self.checkpoint = (self.step, self.theta.numpy().copy())
+
+    async def _neighbours(self, step: int) -> list:
+        refs = await self.inbox.gather(step, self.hyper.staleness)
+        return list(await _resolve(refs))
+
+    def restore(self, checkpoint, epoch: int) -> int:
+        """Roll back to (step, theta [n, P]) or, for None, to theta(0); accept only `epoch`."""
+        if checkpoint is None:
+            self.step, self.theta = 0, B.initial_block(self.arch, self.hyper, self.plan.units)
+        else:
+            self.step, self.theta = checkpoint[0], torch.from_numpy(checkpoint[1].copy())
+        self.inbox.reset(epoch)
+        self.checkpoint = None
+        return self.step
+
+    def stats(self) -> dict:
+        return B.block_stats(self.arch, self.theta, self.data.test)
+
+    def parameters(self):
+        return self.theta.numpy()  # [n, P]
+
+    def traffic_counts(self) -> dict:
+        t = self.traffic
+        return {"messages": t.messages, "bytes": t.bytes, "snapshots": t.snapshots}
+
+
+async def _resolve(refs: list):
+    import asyncio
+
+    return await asyncio.gather(*refs)

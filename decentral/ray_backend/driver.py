@@ -1,0 +1,202 @@
+"""`run_ray`: start the unit actors, set sigma, collect metrics, restart actors that die.
+
+The driver never averages or relays parameters during steps. It calls each actor once per
+block of steps (`advance(n)`); the actors gossip among themselves inside that call. It keeps
+the checkpoints actors report every K steps; when an actor (or its node) dies it starts a
+replacement wherever the cluster has room, rolls every actor back to the last common
+checkpoint and replays. Batches and initial parameters are pure functions of (seed, unit,
+step), so the replay gives the same numbers as an undisturbed run, and no measurement is lost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..runner import Phases, progress_bar, run_phases
+from . import cluster
+from .actor import UnitActor
+from .block import BlockHyper, combine_stats
+from .plan import make_blocks, messages_per_coupling
+from .sources import mnist_source
+
+READY_TIMEOUT_S = 120.0  # placing and loading one actor (MNIST load included)
+MAX_RESTARTS = 10  # per run; beyond this the run stops with an error
+
+
+class ActorsLost(Exception):
+    def __init__(self, dead: list[int]):
+        super().__init__(f"unit actors {dead} died")
+        self.dead = dead
+
+
+def hyper_of(cfg) -> BlockHyper:
+    return BlockHyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.sigma, cfg.units,
+                      cfg.gossip_period, cfg.staleness, cfg.seed, cfg.init)
+
+
+class Fleet:
+    """The actors of one run, their checkpoints, and the restart logic."""
+
+    def __init__(self, ray, cfg, arch, blocks, source, on_advance=None):
+        self.ray, self.cfg, self.arch, self.blocks, self.source = ray, cfg, arch, blocks, source
+        self.hyper = hyper_of(cfg)
+        self.remote = ray.remote(UnitActor)
+        self.handles: dict = {}
+        self.nodes: dict = {}  # actor index -> Ray node id of its latest host
+        self.hosts: set = set()  # every node that hosted a unit
+        self.step, self.epoch, self.restarts, self.blocks_run = 0, 0, 0, 0
+        self.ckpt_step, self.ckpt = 0, {a: None for a in range(len(blocks))}  # None: theta(0)
+        self.pending_ckpt: dict = {}
+        self.ok = np.array([True])
+        self.on_advance = on_advance  # test hook: called after advance calls are submitted
+        self.retired_traffic = {"messages": 0, "bytes": 0, "snapshots": 0}
+
+    # --- actors ----------------------------------------------------------------------
+    def _spawn(self, indices, spread: bool) -> None:
+        opts = cluster.actor_options(self.cfg.actor_cpus, spread)
+        threads = max(1, int(self.cfg.actor_cpus))
+        new = {a: self.remote.options(**opts).remote(self.arch, self.hyper, self.blocks[a], self.source,
+                                                     self.cfg.checkpoint_every, threads)
+               for a in indices}
+        info = cluster.wait_ready(self.ray, new, READY_TIMEOUT_S)
+        self.handles.update(new)
+        for a, meta in info.items():
+            self.nodes[a] = meta["node"]
+            self.hosts.add(meta["node"])
+        self.ray.get([h.set_readers.remote(self.handles) for h in self.handles.values()])
+
+    def start(self) -> None:
+        self._spawn(range(len(self.blocks)), spread=True)
+
+    def stop(self) -> None:
+        for h in self.handles.values():
+            self.ray.kill(h)
+
+    # --- the runner's callables ------------------------------------------------------
+    def advance(self, n: int) -> None:
+        target = self.step + n
+        while self.step < target:
+            try:
+                self._advance_all(target - self.step)
+            except ActorsLost as lost:
+                self._recover(lost.dead)
+
+    def evaluate(self) -> dict[str, np.ndarray]:
+        parts = self._robust("stats")
+        return combine_stats(parts, self.arch.n_params)
+
+    def finite(self) -> np.ndarray:
+        return self.ok
+
+    def parameters(self) -> torch.Tensor:
+        rows = self._robust("parameters")  # [n_a, P] per actor
+        return torch.from_numpy(np.concatenate(rows)).unsqueeze(0)  # [1, N, P]
+
+    # --- internals -------------------------------------------------------------------
+    def _advance_all(self, n: int) -> None:
+        refs = {a: h.advance.remote(n) for a, h in self.handles.items()}
+        if self.on_advance is not None:
+            self.on_advance(self.blocks_run, dict(self.handles))
+        self.blocks_run += 1
+        results, dead = self._collect(refs)
+        if dead or any(r["aborted"] for r in results.values()):
+            raise ActorsLost(dead)
+        self.step = max(r["step"] for r in results.values())
+        self.ok = np.array([all(r["finite"] for r in results.values())])
+        self._keep_checkpoints(results)
+
+    def _collect(self, refs: dict) -> tuple[dict, list[int]]:
+        """Results of every actor; on the first death, abort the others' waits."""
+        ray, results, dead, pending, aborts = self.ray, {}, [], dict(refs), []
+        while pending:
+            done, _ = ray.wait(list(pending.values()), num_returns=1)
+            a = next(k for k, r in pending.items() if r == done[0])
+            del pending[a]
+            try:
+                results[a] = ray.get(done[0])
+            except ray.exceptions.RayActorError:
+                if not dead:
+                    aborts = [self.handles[b].abort.remote() for b in pending]
+                dead.append(a)
+        for ref in aborts:  # make sure every abort ran before any restore
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                pass
+        return results, sorted(dead)
+
+    def _keep_checkpoints(self, results: dict) -> None:
+        for a, r in results.items():
+            if r["checkpoint"] is not None:
+                self.pending_ckpt[a] = r["checkpoint"]
+        steps = {c[0] for c in self.pending_ckpt.values()}
+        if len(self.pending_ckpt) == len(self.blocks) and len(steps) == 1:
+            self.ckpt_step = steps.pop()
+            self.ckpt = {a: c for a, c in self.pending_ckpt.items()}
+            self.pending_ckpt = {}
+
+    def _recover(self, dead: list[int]) -> None:
+        """Replace dead actors, roll everyone back to the last common checkpoint."""
+        self.restarts += len(dead)
+        if self.restarts > MAX_RESTARTS:
+            raise cluster.ClusterError(f"unit actors kept dying ({self.restarts} restarts); giving up")
+        for a in dead:
+            self._retire(a)
+        self._spawn(dead, spread=False)
+        self.epoch += 1
+        self.pending_ckpt = {}
+        refs = [h.restore.remote(self.ckpt[a], self.epoch) for a, h in self.handles.items()]
+        self.ray.get(refs)
+        self.step = self.ckpt_step
+
+    def _retire(self, a: int) -> None:
+        self.handles.pop(a, None)
+
+    def _robust(self, method: str) -> list:
+        """Call `method` on every actor (in block order), recovering from deaths first."""
+        while True:
+            refs = {a: getattr(h, method).remote() for a, h in self.handles.items()}
+            results, dead = self._collect(refs)
+            if not dead:
+                return [results[a] for a in range(len(self.blocks))]
+            target = self.step
+            self._recover(dead)
+            self.advance(target - self.step)
+
+    def traffic(self) -> dict:
+        counts = self.ray.get([h.traffic_counts.remote() for h in self.handles.values()])
+        return {k: sum(c[k] for c in counts) for k in ("messages", "bytes", "snapshots")}
+
+
+def run_ray(cfg, problem, source=None, on_advance=None):
+    """Train on Ray; returns (theta [1, N, P], Measurement, extra summary fields)."""
+    if problem.q.shape[0] != cfg.units:
+        raise cluster.UserInputError(f"the topology has {problem.q.shape[0]} nodes but --units is {cfg.units}")
+    blocks = make_blocks(problem.q, cfg.units_per_actor)
+    source = source if source is not None else mnist_source(cfg)
+    with cluster.connected(cfg.address) as ray:
+        cluster.check_capacity(ray, len(blocks), cfg.actor_cpus)
+        fleet = Fleet(ray, cfg, problem.arch, blocks, source, on_advance)
+        try:
+            fleet.start()
+            phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
+            with progress_bar(cfg.transient + cfg.steps, "ray run") as bar:
+                meas = run_phases(fleet.advance, fleet.evaluate, fleet.finite, phases, progress=bar)
+            theta = fleet.parameters()
+            extra = summary_fields(cfg, fleet, blocks)
+        finally:
+            fleet.stop()
+    return theta, meas, extra
+
+
+def summary_fields(cfg, fleet: Fleet, blocks) -> dict:
+    traffic = fleet.traffic()
+    return {
+        "nodes": len(fleet.hosts), "actors": len(blocks), "units_per_actor": cfg.units_per_actor,
+        "actor_cpus": cfg.actor_cpus, "gossip_period": cfg.gossip_period, "staleness": cfg.staleness,
+        "synchronous": cfg.staleness == 0, "checkpoint_every": cfg.checkpoint_every,
+        "restarts": fleet.restarts, "messages": traffic["messages"], "bytes": traffic["bytes"],
+        "snapshots": traffic["snapshots"], "messages_per_coupling": messages_per_coupling(blocks),
+        "address": cfg.address or "local",
+    }
