@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserInputError as err:
         print(f"decentral: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `decentral ... --json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("decentral: interrupted", file=sys.stderr)
         return 130

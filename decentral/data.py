@@ -7,6 +7,7 @@ each unit's private samples are contiguous: unit u owns rows offsets[u] : offset
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,12 @@ def resolve_data_root(flag: str | None) -> Path:
 
 
 def load_mnist(root: str | Path, download: bool = False) -> tuple[Split, Split]:
-    """(train, test) MNIST splits from torchvision's layout under `root`."""
+    """(train, test) MNIST splits from torchvision's layout under `root` (cached per root)."""
+    return _load_mnist_cached(str(Path(root).resolve()), download)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_mnist_cached(root: str, download: bool) -> tuple[Split, Split]:
     from torchvision.datasets import MNIST
 
     try:

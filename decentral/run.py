@@ -189,6 +189,7 @@ def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
     """Run one job end to end and return its summary (saved under cfg.out when set)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    resolve_device(cfg.device)  # fail fast, before loading data
     problem = prepare(cfg, data)
     _, message = stability_message(cfg, problem.q)
     if message:

@@ -1,0 +1,78 @@
+"""Private shards: exact, disjoint, reproducible; per-unit batch streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from decentral.data import Split, partition, subsample_test
+from decentral.errors import UserInputError
+from decentral.streams import CHUNK_STEPS, BatchIndexer
+
+
+def _labels(per_class=(30, 25, 40, 35, 20, 33, 27, 31, 29, 22)):
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    y = y[perm]
+    return Split(torch.arange(len(y), dtype=torch.float32).unsqueeze(1), y)
+
+
+def _owned_rows(shards, unit):
+    start = shards.offsets[unit]
+    return shards.train.x[start : start + shards.sizes[unit], 0].long().tolist()
+
+
+def test_one_class_per_unit_is_exact():
+    train = _labels()
+    shards = partition(train, 10, "class", seed=0)
+    for unit in range(10):
+        rows = _owned_rows(shards, unit)
+        assert sorted(rows) == torch.nonzero(train.y == unit).flatten().tolist()
+        assert shards.classes[unit] == [unit]
+
+
+@pytest.mark.parametrize("scheme,kw", [("class", {}), ("k-classes", {"k": 3}), ("dirichlet", {"alpha": 0.3})])
+def test_partitions_are_disjoint_and_reproducible(scheme, kw):
+    train = _labels()
+    a = partition(train, 7 if scheme != "class" else 20, scheme, seed=4, **kw)
+    b = partition(train, 7 if scheme != "class" else 20, scheme, seed=4, **kw)
+    rows = [r for u in range(a.n_units) for r in _owned_rows(a, u)]
+    assert len(rows) == len(set(rows))  # disjoint
+    assert torch.equal(a.train.x, b.train.x)
+    if scheme != "k-classes":
+        assert sorted(rows) == list(range(len(train.y)))  # every sample owned
+    for unit in range(a.n_units):
+        labels = set(train.y[_owned_rows(a, unit)].tolist())
+        assert labels == set(a.classes[unit])
+
+
+def test_bad_partitions_rejected():
+    with pytest.raises(UserInputError, match="classes per unit"):
+        partition(_labels(), 5, "k-classes", seed=0, k=11)
+    with pytest.raises(UserInputError, match="unknown partition"):
+        partition(_labels(), 5, "bogus", seed=0)
+    with pytest.raises(UserInputError, match="without data"):
+        partition(_labels(), 500, "class", seed=0)
+
+
+def test_batches_are_a_pure_function_of_seed_unit_step():
+    offsets, sizes = np.array([0, 100, 250]), np.array([100, 150, 80])
+    full = BatchIndexer([(3, 0), (3, 1), (3, 2)], offsets, sizes, batch_size=16)
+    block = BatchIndexer([(3, 2)], offsets, sizes, batch_size=16)
+    later = BatchIndexer([(3, 1)], offsets, sizes, batch_size=16)
+    for step in (0, 5, CHUNK_STEPS - 1, CHUNK_STEPS, 3 * CHUNK_STEPS + 7):
+        idx = full.indices(step)
+        assert torch.equal(idx[2], block.indices(step)[0])
+        assert torch.equal(idx[1], later.indices(step)[0])
+        for unit in range(3):  # each unit draws inside its own shard
+            assert (idx[unit] >= offsets[unit]).all() and (idx[unit] < offsets[unit] + sizes[unit]).all()
+    other_seed = BatchIndexer([(4, 0)], offsets, sizes, batch_size=16)
+    assert not torch.equal(other_seed.indices(0)[0], full.indices(0)[0])
+
+
+def test_subsample_test_is_fixed():
+    test = _labels()
+    a, b = subsample_test(test, 50), subsample_test(test, 50)
+    assert len(a.y) == 50 and torch.equal(a.x, b.x)
+    assert subsample_test(test, None) is test
