@@ -14,7 +14,7 @@ import ray
 import torch
 
 from . import block as B
-from .gossip import Aborted, Inbox, Traffic, publish
+from .gossip import Aborted, Inbox, Traffic, publish, resolve
 from .plan import Block, is_coupling_step
 
 
@@ -84,7 +84,7 @@ class UnitActor:
 
     async def _neighbours(self, step: int) -> list:
         refs = await self.inbox.gather(step, self.hyper.staleness)
-        return list(await _resolve(refs))
+        return await resolve(refs)
 
     def restore(self, checkpoint, epoch: int) -> int:
         """Roll back to (step, theta [n, P]) or, for None, to theta(0); accept only `epoch`."""
@@ -106,8 +106,3 @@ class UnitActor:
         t = self.traffic
         return {"messages": t.messages, "bytes": t.bytes, "snapshots": t.snapshots}
 
-
-async def _resolve(refs: list):
-    import asyncio
-
-    return await asyncio.gather(*refs)

@@ -1,0 +1,117 @@
+"""The Ray backend's pure parts, without Ray: blocks, schedule, inbox, observables, sources."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from decentral import coupling
+from decentral.data import Split, make_shards
+from decentral.model import Architecture
+from decentral import observables
+from decentral.ray_backend import plan
+from decentral.ray_backend.block import block_stats, combine_stats
+from decentral.ray_backend.gossip import Aborted, Inbox
+from decentral.ray_backend.sources import InlineSource
+
+
+def ring(n: int) -> np.ndarray:
+    q = np.zeros((n, n))
+    for i in range(n):
+        q[i, (i + 1) % n] = q[i, (i - 1) % n] = 1.0
+    return q
+
+
+def test_blocks_read_exactly_the_neighbours_of_their_units():
+    blocks = plan.make_blocks(ring(6), units_per_actor=2)
+    assert [b.units for b in blocks] == [(0, 1), (2, 3), (4, 5)]
+    assert blocks[0].sources == (1, 2) and blocks[0].readers == (1, 2)
+    assert blocks[1].source_units == (2, 3, 0, 1, 4, 5)
+    b = blocks[1]
+    np.testing.assert_array_equal(b.q_rows, ring(6)[np.ix_(b.units, b.source_units)])
+
+
+def test_directed_edges_send_only_to_readers():
+    q = np.zeros((3, 3))
+    q[0, 1] = q[1, 2] = 1.0  # 0 reads 1, 1 reads 2
+    blocks = plan.make_blocks(q, 1)
+    assert [b.sources for b in blocks] == [(1,), (2,), ()]
+    assert [b.readers for b in blocks] == [(), (0,), (1,)]
+    assert plan.messages_per_coupling(blocks) == 2
+
+
+def test_mean_field_message_count_and_uneven_blocks():
+    assert plan.messages_per_coupling(plan.make_blocks(coupling.mean_field(10), 1)) == 90
+    blocks = plan.make_blocks(coupling.mean_field(10), 4)
+    assert [len(b.units) for b in blocks] == [4, 4, 2]
+    assert plan.messages_per_coupling(blocks) == 6
+
+
+def test_gossip_period_schedule_and_staleness_window():
+    assert [t for t in range(10) if plan.is_coupling_step(t, 1)] == list(range(10))
+    assert [t for t in range(30) if plan.is_coupling_step(t, 10)] == [9, 19, 29]
+    assert plan.coupling_sigma(3.0, 10) == 30.0
+    assert plan.acceptable(8, 10, 2) and not plan.acceptable(7, 10, 2) and not plan.acceptable(11, 10, 2)
+
+
+def test_inbox_waits_for_every_source_and_takes_the_newest_acceptable():
+    async def scenario():
+        inbox = Inbox((1, 2))
+        inbox.put(1, 5, "a5", epoch=0)
+        task = asyncio.create_task(inbox.gather(5, staleness=0))
+        await asyncio.sleep(0)
+        assert not task.done()  # source 2 missing
+        inbox.put(2, 4, "b4", epoch=0)  # too old for sync
+        inbox.put(2, 5, "b5", epoch=1)  # wrong epoch: ignored
+        await asyncio.sleep(0)
+        assert not task.done()
+        inbox.put(2, 5, "b5", epoch=0)
+        assert await task == ["a5", "b5"]
+        inbox.put(1, 6, "a6", epoch=0)
+        assert await inbox.gather(7, staleness=2) == ["a6", "b5"]  # bounded staleness
+        waiting = asyncio.create_task(inbox.gather(20, staleness=0))
+        await asyncio.sleep(0)
+        inbox.abort()
+        with pytest.raises(Aborted):
+            await waiting
+        inbox.reset(epoch=1)
+        assert inbox.pick(5, 0) is None and not inbox.aborted
+
+    asyncio.run(scenario())
+
+
+def test_combined_block_stats_equal_the_local_observables(synthetic_data):
+    arch = Architecture(1, 20)
+    theta = torch.randn(5, arch.n_params) * 0.1  # [N, P]
+    test = synthetic_data[1]
+    parts = [block_stats(arch, theta[:2], test), block_stats(arch, theta[2:], test)]
+    got = combine_stats(parts, arch.n_params)
+    want = {**observables.test_metrics(arch, theta[None], test), **observables.parameter_stats(theta[None])}
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value.numpy(), rtol=1e-6, atol=1e-12, err_msg=name)
+
+
+def test_inline_source_keeps_only_the_block_rows(synthetic_data):
+    train, test = synthetic_data
+    assignment = [np.flatnonzero(train.y.numpy() % 3 == u) for u in range(3)]
+    shards = make_shards(train, assignment)
+    data = InlineSource(shards, test).load((1, 2))
+    assert len(data.train.y) == shards.sizes[1] + shards.sizes[2]
+    assert data.offsets[1] == 0 and data.offsets[2] == shards.sizes[1]
+    start = shards.offsets[2]
+    assert torch.equal(data.train.x[shards.sizes[1]:], shards.train.x[start:start + shards.sizes[2]])
+
+
+def test_mnist_source_partitions_exactly_like_the_driver(mnist_root, mnist):
+    from decentral.data import partition
+    from decentral.ray_backend.sources import MnistSource
+
+    source = MnistSource(mnist_root, None, 10, "class", 0, 2, 0.5, 100)
+    data = source.load((3, 7))
+    shards = partition(mnist[0], 10, "class", 0)
+    rows = slice(int(shards.offsets[7]), int(shards.offsets[7] + shards.sizes[7]))
+    assert torch.equal(data.train.x[int(data.offsets[7]):], shards.train.x[rows])
+    assert set(data.train.y.tolist()) == {3, 7} and len(data.test.y) == 100
