@@ -1,0 +1,113 @@
+"""A real two-node Ray cluster on this machine's loopback (head 127.0.0.2, worker 127.0.0.3),
+token auth on, driven through the CLI; plus CLI bad-input checks that must not hang.
+
+The cluster's processes are started in their own process groups and killed by group in the
+fixture's teardown, so a failing test never leaves them behind (and `ray stop`, which would
+stop every Ray on the machine, is never used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+RAY = str(Path(sys.executable).with_name("ray"))
+PORT = 6390  # not Ray's default, so a user's own cluster is never touched
+
+
+def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited early:\n{log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise TimeoutError(f"ray start did not report {text!r} within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the process group we started, then kill whatever is left of it."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace or 5.0)
+        except subprocess.TimeoutExpired:
+            pass
+    # ray start --block may exit before its children: sweep the group once more
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    temp = Path("/tmp") / f"dc-ray-{secrets.token_hex(3)}"  # short: unix socket paths are limited
+    procs = []
+    try:
+        head = _start(["--head", f"--port={PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.2",
+                       "--include-dashboard=false", f"--temp-dir={temp}"], env, tmp_path / "head.log")
+        procs.append(head)
+        _wait_for(tmp_path / "head.log", "Ray runtime started", head)
+        worker = _start([f"--address=127.0.0.2:{PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.3"],
+                        env, tmp_path / "worker.log")
+        procs.append(worker)
+        _wait_for(tmp_path / "worker.log", "Ray runtime started", worker)
+        yield f"127.0.0.2:{PORT}", env
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _decentral(args: list[str], env: dict, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "decentral", "run", *args], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+
+
+def test_two_node_cluster_hosts_units_on_both_nodes(two_node_cluster, mnist_root):
+    address, env = two_node_cluster
+    env = {**env, "DECENTRAL_DATA": mnist_root}
+    out = _decentral(["--backend", "ray", "--address", address, "--units", "4", "--actor-cpus", "0.5",
+                      "--transient", "0", "--steps", "20", "--eval-every", "10", "--test-samples", "200",
+                      "--json"], env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["nodes"] == 2 and summary["actors"] == 4
+    assert summary["messages"] == 20 * 12 and summary["restarts"] == 0
+    assert 0.0 <= summary["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--address", "127.0.0.9:6391"], "cannot reach a Ray cluster at 127.0.0.9:6391"),
+    (["--address", "nonsense"], "--address must be auto or host:port"),
+    (["--topology", "topologies/ring_n10.edgelist"], "10"),
+])
+def test_bad_cluster_input_is_one_line_and_exit_2(args, message, mnist_root):
+    env = {**os.environ, "DECENTRAL_DATA": mnist_root}
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "decentral", "run", "--backend", "ray", "--units", "4",
+                          "--steps", "10", *args], env=env, cwd=repo, timeout=60, capture_output=True,
+                         text=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("decentral: error:") and message in lines[0]
