@@ -3,8 +3,9 @@
 Local Ray (no --address) binds a loopback address only (127.0.0.2 unless
 $DECENTRAL_RAY_NODE_IP says otherwise): Ray rewrites 127.0.0.1 to the machine's external
 address, and a local run has no reason to listen beyond the machine. `--address auto` joins
-the cluster started on this machine by `ray start`; host:port joins a remote one (checked by
-a TCP connect first, so an unreachable address fails in seconds instead of hanging).
+the cluster started on this machine by `ray start`; host:port joins a remote one, and
+ray://host:port goes through the Ray client (both checked by a TCP connect first, so an
+unreachable address fails in seconds instead of hanging).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def init_kwargs(address: str | None) -> dict:
         return {**quiet, "_node_ip_address": os.environ.get(LOCAL_IP_ENV, LOCAL_IP)}
     if address == "auto":
         return {"address": "auto", "logging_level": "WARNING", "log_to_driver": False}
+    if address.startswith("ray://"):  # Ray client (e.g. the compose head's 127.0.0.1:10001)
+        check_reachable(address[len("ray://"):])
+        return {"address": address, "logging_level": "WARNING", "log_to_driver": False}
     check_reachable(address)
     kwargs = {"address": address, "logging_level": "WARNING", "log_to_driver": False}
     host, _ = parse_address(address)
