@@ -1,0 +1,127 @@
+"""Batched sweep ensembles on the local engine: many sweep points advanced as one.
+
+Replicas are laid out seed-major, R = K seeds x S points per seed (replica r = k*S + s).
+Replicas of one seed draw the same training batches (streams are seeded by (seed, unit)),
+so their first layer runs as one wide GEMM per unit, [B, n_in] x [n_in, S*width], instead of S
+thin ones, and each batch is gathered once. Evaluation multiplies the shared test images by
+the first-layer weights of all units at once. Each replica's numbers equal the same point run
+alone by `decentral run` up to float rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import Shards, Split
+from .engine import EngineState, Hyper, init_theta
+from .model import Architecture
+from .observables import parameter_stats
+from .streams import BatchIndexer
+from .update import euler_step
+
+EVAL_UNIT_CHUNK = 64  # units whose test logits are computed together (bounds memory)
+
+
+def _wide(w: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
+    """First-layer weights [K*S*N, H, I] regrouped per (seed, unit) as [K*N, S*H, I] (a copy)."""
+    h, i = w.shape[1:]
+    return w.reshape(k, s, n, h, i).transpose(1, 2).reshape(k * n, s * h, i)
+
+
+def shared_input_grad(arch: Architecture, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient [K, S, N, P] of each unit's mean cross-entropy (no weight decay).
+
+    theta [K, S, N, P]; x [K, N, B, I] and y [K, N, B]: the batch of unit n of seed k, shared
+    by the S replicas of that seed.
+    """
+    k, s, n, p = theta.shape
+    b = x.shape[2]
+    layers = arch.layers(theta.reshape(-1, p))  # views, U = K*S*N units
+    w1, b1 = layers[0]
+    xs = x.reshape(k * n, b, -1)  # [K*N, B, I]
+    h = torch.bmm(xs, _wide(w1, k, s, n).transpose(1, 2))  # [K*N, B, S*H]
+    h = h.view(k, n, b, s, -1).permute(0, 3, 1, 2, 4).reshape(k * s * n, b, -1) + b1.unsqueeze(1)
+    inputs = [None]  # post-activation inputs of layers 1.. ; layer 0's input is the shared xs
+    for w, bias in layers[1:]:
+        h = torch.relu(h)
+        inputs.append(h)
+        h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+    labels = y.unsqueeze(1).expand(k, s, n, b).reshape(-1, b, 1)  # [U, B, 1]
+    delta = torch.softmax(h, dim=-1)  # dL/dlogits [U, B, C]
+    delta.scatter_add_(-1, labels, torch.full_like(delta[..., :1], -1.0)).mul_(1.0 / b)
+    grad = torch.empty_like(theta)
+    grad_layers = arch.layers(grad.view(-1, p))
+    for i in range(len(layers) - 1, 0, -1):
+        gw, gb = grad_layers[i]
+        gw.copy_(torch.bmm(delta.transpose(1, 2), inputs[i]))
+        gb.copy_(delta.sum(dim=1))
+        delta = torch.bmm(delta, layers[i][0]).mul_(inputs[i] > 0)
+    gw, gb = grad_layers[0]
+    wide_delta = delta.view(k, s, n, b, -1).permute(0, 2, 3, 1, 4).reshape(k * n, b, -1)  # [K*N, B, S*H]
+    g_wide = torch.bmm(wide_delta.transpose(1, 2), xs)  # [K*N, S*H, I]
+    gw.copy_(g_wide.view(k, n, s, -1, xs.shape[-1]).transpose(1, 2).reshape(gw.shape))
+    gb.copy_(delta.sum(dim=1))
+    return grad
+
+
+def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_units: int,
+                  scheme: str, device) -> EngineState:
+    """Fresh parameters [K*S, N, P]: the S replicas of seed k start from seed k's init."""
+    theta = init_theta(arch, seeds, n_units, scheme)  # [K, N, P]
+    k, n, p = theta.shape
+    theta = theta.unsqueeze(1).expand(k, per_seed, n, p).reshape(k * per_seed, n, p)
+    return EngineState(theta.contiguous().to(device), 0)
+
+
+def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, sigma: torch.Tensor,
+                          seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper()):
+    """step_fn(state) -> state for replicas laid out as len(seeds) x per_seed (seed-major).
+
+    q [N, N] or [R, N, N]; sigma [R, 1, 1]; seeds [K] distinct.
+    """
+    n_units, n_seeds = shards.n_units, len(seeds)
+    keys = [(s, u) for s in seeds for u in range(n_units)]
+    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, shards.train.x.device)
+    train_x, train_y = shards.train.x, shards.train.y
+
+    def step_fn(state: EngineState) -> EngineState:
+        theta = state.theta  # [R, N, P]
+        idx = indexer.indices(state.step)  # [K*N, B]
+        x = train_x.index_select(0, idx.view(-1)).view(n_seeds, n_units, idx.shape[1], -1)  # [K, N, B, I]
+        y = train_y[idx].view(n_seeds, n_units, -1)  # [K, N, B]
+        grad = shared_input_grad(arch, theta.view(n_seeds, per_seed, *theta.shape[1:]), x, y)
+        new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
+                         n_units=n_units, weight_decay=hyper.weight_decay)
+        return EngineState(new, state.step + 1)
+
+    return step_fn
+
+
+def _unit_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean test loss and accuracy [U] of units theta [U, P] on the shared test split."""
+    layers = arch.layers(theta)
+    w1, b1 = layers[0]
+    n_units, width, n_in = w1.shape
+    h = (test.x @ w1.reshape(-1, n_in).T).view(len(test.y), n_units, width)  # [T, U, H]
+    h = h.transpose(0, 1) + b1.unsqueeze(1)  # [U, T, H]
+    for w, bias in layers[1:]:
+        h = torch.baddbmm(bias.unsqueeze(1), torch.relu(h), w.transpose(1, 2))
+    labels = test.y.expand(n_units, -1)  # [U, T]
+    loss = F.cross_entropy(h.transpose(1, 2), labels, reduction="none")  # [U, T]
+    correct = h.argmax(dim=-1) == labels
+    return loss.double().mean(dim=1), correct.double().mean(dim=1)
+
+
+def ensemble_observables(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, torch.Tensor]:
+    """Per replica [R]: <L>, <A> on the test split and the parameter statistics."""
+    n_rep, n_units, n_par = theta.shape
+    flat = theta.reshape(-1, n_par)  # [R*N, P]
+    with torch.no_grad():
+        parts = [_unit_scores(arch, flat[i : i + EVAL_UNIT_CHUNK], test)
+                 for i in range(0, len(flat), EVAL_UNIT_CHUNK)]
+        loss = torch.cat([p[0] for p in parts]).view(n_rep, n_units)
+        acc = torch.cat([p[1] for p in parts]).view(n_rep, n_units)
+        return {"loss": loss.mean(dim=1), "accuracy": acc.mean(dim=1), **parameter_stats(theta)}

@@ -1,0 +1,122 @@
+"""Typed configuration of `decentral sweep`: the `run` flags with list-valued sigma and depth.
+
+SweepConfig inherits every RunConfig field (lr, transient, steps, test_samples, ...) so a sweep
+point is exactly a `decentral run` job; it overrides sigma, depth and topology with
+comma-separated lists and adds the sweep's own options. Config files may give lists as TOML or
+YAML arrays (`sigma = [0.1, 1, 10]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .config import RunConfig, _f, merge, to_dict, validate_fields
+from .errors import UserInputError
+from .grids import named_grid, parse_list
+
+PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
+LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
+# fields that do not change any measured number, hence left out of the config hash
+RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
+                  "data_root", "download", "progress", "ray_tasks")
+RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every")
+
+
+@dataclass
+class SweepConfig(RunConfig):
+    """A sweep over sigma x depth x seed (x topology), under one or both protocols."""
+
+    sigma: str | None = _f(None, "comma-separated coupling values (or use --sigma-grid)")
+    depth: str = _f("0,1,2", "comma-separated depths D")
+    topology: str | None = _f(None, "comma-separated graph files, one sweep axis (default: mean field)")
+    seed: int = _f(0, "first seed; the sweep runs seeds seed, seed+1, ..., seed+seeds-1")
+    out: str | None = _f(None, "sweep directory: manifest, points/, results.parquet (required)")
+    sigma_grid: str | None = _f(None, "named sigma grid: paper (Fig. 3, 50 values), quick, tiny")
+    seeds: int = _f(1, "K independent runs per point: seeds seed..seed+K-1 (paper: 10)")
+    protocol: str = _f("non-adiabatic", "non-adiabatic (fresh units per sigma), adiabatic "
+                       "(carried through increasing sigma) or both", choices=PROTOCOLS)
+    adiabatic_depths: str | None = _f(None, "depths run adiabatically when protocol is both "
+                                      "(default: all; the paper: 2)")
+    resume: bool = _f(False, "skip points already finished in --out (same config only)")
+    max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
+    ray_tasks: int = _f(0, "backend ray: groups per task are split to give at least this many tasks (0: auto)")
+    progress: bool = _f(True, "progress bar with ETA on stderr (when it is a terminal)")
+
+    # --- parsed views ---------------------------------------------------------------------
+    def sigmas(self) -> list[float]:
+        """The sweep's sigma values, unique and increasing."""
+        if (self.sigma is None) == (self.sigma_grid is None):
+            raise UserInputError("sweep: give exactly one of --sigma LIST and --sigma-grid NAME")
+        values = named_grid(self.sigma_grid) if self.sigma_grid else parse_list(self.sigma, float, "--sigma")
+        return sorted({float(v) for v in values})
+
+    def depths(self) -> list[int]:
+        return sorted(set(parse_list(self.depth, int, "--depth")))
+
+    def topologies(self) -> list[str | None]:
+        return [None] if not self.topology else parse_list(self.topology, str, "--topology")
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def protocols(self) -> list[str]:
+        return ["non-adiabatic", "adiabatic"] if self.protocol == "both" else [self.protocol]
+
+    def protocol_depths(self, protocol: str) -> list[int]:
+        if protocol == "adiabatic" and self.protocol == "both" and self.adiabatic_depths:
+            return sorted(set(parse_list(self.adiabatic_depths, int, "--adiabatic-depths")))
+        return self.depths()
+
+    def run_config(self, depth: int, sigma: float, seed: int, topology: str | None) -> RunConfig:
+        """The `decentral run` config of one sweep point (runs on the local engine)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
+        values.update(depth=depth, sigma=sigma, seed=seed, topology=topology, out=None, backend="local")
+        return RunConfig(**values)
+
+    def validate(self) -> "SweepConfig":
+        validate_fields(self)
+        if self.out is None:
+            raise UserInputError("sweep: --out DIR is required")
+        for name in ("seeds", "max_batch"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in RAY_ACTOR_FIELDS:
+            if getattr(self, name) != getattr(RunConfig, name):
+                raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "
+                                     "`decentral run`; sweeps run each point on the local engine")
+        self.sigmas(), self.depths(), self.topologies()
+        if self.protocol == "both":
+            self.protocol_depths("adiabatic")
+        self.run_config(self.depths()[0], self.sigmas()[0], self.seed, None).validate()
+        return self
+
+
+def normalize_lists(values: dict) -> dict:
+    """Config-file arrays for list fields become the comma-separated strings the flags use."""
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        out[key] = ",".join(str(v) for v in value) if name in LIST_FIELDS and isinstance(value, (list, tuple)) else value
+    return out
+
+
+def load_sweep_config(file_values: dict, flag_values: dict) -> SweepConfig:
+    """Defaults < config file < flags, validated."""
+    return merge(SweepConfig, normalize_lists(file_values), flag_values)
+
+
+def science_dict(cfg: SweepConfig, topology_digests: dict[str, str] | None = None) -> dict:
+    """The config values that determine the results (for the manifest and its hash)."""
+    values = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    values.update(sigma=cfg.sigmas(), depth=cfg.depths(), seeds=cfg.seed_list(),
+                  sigma_grid=None, adiabatic_depths=cfg.protocol_depths("adiabatic"))
+    values["topology"] = topology_digests or None
+    return values
+
+
+def config_hash(values: dict) -> str:
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
