@@ -82,11 +82,95 @@ def _print_run_summary(s: dict) -> None:
 
 def _add_theory(sub) -> None:
     p = sub.add_parser("theory", help="integrate the effective theory (Eq. 4-8)")
+    p.add_argument("--depth", default="0,1,2", help="comma-separated depths D (default 0,1,2)")
+    grid = p.add_mutually_exclusive_group()
+    grid.add_argument("--sigma", help="comma-separated couplings sigma")
+    grid.add_argument("--sigma-grid", choices=["paper"], default="paper",
+                      help="the authors' 60-value grid (default)")
+    p.add_argument("--realizations", type=int, default=200, help="realizations (default 200)")
+    p.add_argument("--protocol", choices=["adiabatic", "non-adiabatic", "both"],
+                   default="non-adiabatic", help="sigma protocol (default non-adiabatic)")
+    p.add_argument("--units", type=int, default=None, help="N units (default 200)")
+    p.add_argument("--gamma", type=float, default=1e-3, help="regularization (default 1e-3)")
+    p.add_argument("--delta-std", type=float, default=2.0, help="std of Gaussian delta")
+    p.add_argument("--delta", help="explicit delta: a file (.npy/.csv/.txt) or a comma list")
+    p.add_argument("--t-end", type=float, default=10.0, help="time per sigma (default 10)")
+    p.add_argument("--topology", help="supra-network file (default: mean field)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--out", help="write the table to FILE (.csv or .parquet)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--plot", metavar="DIR", help="draw Fig. 2 a-e style PNGs into DIR")
     p.set_defaults(handler=_cmd_theory)
 
 
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserInputError(f"--{name} must be a comma-separated list of numbers, got {text!r}")
+    if not values:
+        raise UserInputError(f"--{name} is an empty list")
+    return values
+
+
+def _theory_config(args):
+    from .theory import TheoryConfig, load_delta, paper_sigma_grid
+
+    depths = _float_list(args.depth, "depth")
+    if any(d != int(d) for d in depths):
+        raise UserInputError(f"--depth must list integers, got {args.depth!r}")
+    sigmas = _float_list(args.sigma, "sigma") if args.sigma is not None else paper_sigma_grid()
+    protocols = ("non-adiabatic", "adiabatic") if args.protocol == "both" else (args.protocol,)
+    delta = load_delta(args.delta) if args.delta else None
+    n_units = args.units if args.units is not None else None
+    if n_units is None:
+        n_units = delta.shape[-1] if delta is not None else 200
+    q = None
+    if args.topology:
+        from .topology import read_coupling_matrix
+
+        q = read_coupling_matrix(args.topology, n_units)
+    if args.workers < 1:
+        raise UserInputError(f"--workers must be >= 1, got {args.workers}")
+    return TheoryConfig(depths=tuple(int(d) for d in depths), sigmas=sigmas, protocols=protocols,
+                        n_units=n_units, realizations=args.realizations, gamma=args.gamma,
+                        delta_std=args.delta_std, delta=delta, t_end=args.t_end, q=q,
+                        seed=args.seed, workers=args.workers)
+
+
 def _cmd_theory(args) -> int:
-    raise UserInputError("theory: not implemented yet")
+    from pathlib import Path
+
+    from .theory import learning_path, run_theory
+    from .theory.protocols import disorder
+
+    if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
+        raise UserInputError(f"--out must end in .csv or .parquet, got {args.out!r}")
+    cfg = _theory_config(args)
+    table = run_theory(cfg)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        (table.to_csv(args.out, index=False) if args.out.endswith(".csv")
+         else table.to_parquet(args.out, index=False))
+    delta = disorder(cfg, 0)[0]  # one quenched sequence for Eq. 8 and S_x
+    path = learning_path(delta, cfg.sigmas, cfg.gamma)
+    plots = []
+    if args.plot:
+        from .theory.plots import plot_fig2
+
+        plots = [str(p) for p in plot_fig2(table, delta, cfg.gamma, args.plot)]
+    if args.json:
+        _print_json({"rows": table.to_dict(orient="records"), "learning_path": path.summary(),
+                     "out": args.out, "plots": plots})
+        return 0
+    print(table[["depth", "protocol", "sigma", "m_abs_mean", "m_abs_std", "loss_mean",
+                 "loss_std", "accuracy_eff"]].to_string(index=False, float_format="%.4g"))
+    print(f"S_x rank-one fit explains {path.explained:.4f} of ||S_x||^2 "
+          f"(off-diagonal R^2 {path.r2_offdiagonal:.4f})")
+    for item in ([args.out] if args.out else []) + plots:
+        print(f"wrote {item}")
+    return 0
 
 
 # --- topology ---------------------------------------------------------------------------
@@ -161,21 +245,61 @@ def _cmd_topology(args) -> int:
 
 
 def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="sweep sigma x depth x seed (Fig. 3)")
+    from .config import add_flags
+    from .sweep_config import SweepConfig
+
+    p = sub.add_parser("sweep", help="sweep sigma x depth x seed (Fig. 3)",
+                       description="Sweep sigma x depth x seed (x topology) under the non-adiabatic "
+                       "and/or adiabatic protocol; points run batched as stacked ensembles. Results: "
+                       "DIR/results.parquet (one row per point), DIR/cross_accuracy.npz, DIR/analysis.json.")
+    p.add_argument("--config", metavar="FILE", help="TOML or YAML file whose keys match the flags "
+                   "(e.g. experiments/fig3.toml)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_flags(p, SweepConfig)
     p.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
-    raise UserInputError("sweep: not implemented yet")
+    from .config import read_config_file
+    from .sweep import run_sweep
+    from .sweep_config import load_sweep_config
+
+    file_values = read_config_file(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "json", "handler", "command")}
+    report = run_sweep(load_sweep_config(file_values, flags))
+    info = {"out": str(report.out), "planned_points": report.planned_points,
+            "finished_points": report.finished_points, "rows": report.rows, "seconds": round(report.seconds, 1)}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"sweep: {report.finished_points} of {report.planned_points} pending points finished in "
+              f"{report.seconds:.0f} s; {report.rows} rows in {report.out}/results.parquet")
+    return 0
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="draw Fig. 3 style figures from a sweep directory")
+    p = sub.add_parser("plot", help="draw Fig. 3 style figures from a sweep directory",
+                       description="Fig. 3 a-g style PNGs from a sweep directory: <m>, <L>, <A> vs "
+                       "sigma/N, S_x against its rank-one fit, A_x heatmaps.")
+    p.add_argument("sweep_dir", metavar="DIR", help="a `decentral sweep --out` directory")
+    p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: DIR/figures)")
+    p.add_argument("--theory", action="store_true", help="overlay the effective theory's curves")
+    p.add_argument("--heatmap-depth", type=int, default=1, help="depth of the A_x panels (default 1)")
+    p.add_argument("--heatmap-sigmas", metavar="S0,S1,S2", default="0,3,30",
+                   help="couplings of the A_x panels, nearest sweep values (default 0,3,30 as Fig. 3e-g)")
     p.set_defaults(handler=_cmd_plot)
 
 
 def _cmd_plot(args) -> int:
-    raise UserInputError("plot: not implemented yet")
+    from .grids import parse_list
+    from .plots import plot_sweep
+
+    sigmas = parse_list(args.heatmap_sigmas, float, "--heatmap-sigmas")
+    paths = plot_sweep(args.sweep_dir, args.out, theory=args.theory, heatmap_depth=args.heatmap_depth,
+                       heatmap_sigmas=sigmas)
+    for path in paths:
+        print(path)
+    return 0
 
 
 # --- entry point ------------------------------------------------------------------------
