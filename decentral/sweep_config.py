@@ -21,7 +21,7 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "progress", "ray_tasks")
+                  "data_root", "download", "progress")
 RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every")
 
 
@@ -42,7 +42,6 @@ class SweepConfig(RunConfig):
                                       "(default: all; the paper: 2)")
     resume: bool = _f(False, "skip points already finished in --out (same config only)")
     max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
-    ray_tasks: int = _f(0, "backend ray: groups per task are split to give at least this many tasks (0: auto)")
     progress: bool = _f(True, "progress bar with ETA on stderr (when it is a terminal)")
 
     # --- parsed views ---------------------------------------------------------------------

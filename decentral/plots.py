@@ -1,0 +1,149 @@
+"""`decentral plot DIR`: Fig. 3 a-g style PNGs from a sweep directory (matplotlib, Agg).
+
+a-c: <m>, <L>, <A> against sigma/N (log axis), mean over seeds with a one-std band per depth,
+adiabatic runs dashed; d: S_x entries against the rank-one fit of S_x(D=0) with R^2;
+e-g: run-averaged A_x at three couplings, rows and columns ordered from lowest to highest
+cumulative cross-accuracy (column sums of S_x), origin at the bottom (as Fig. 3). `--theory` overlays the effective theory (Fig. 2)
+on a right-hand axis, sigma-hat on the same axis as sigma/N (a qualitative comparison).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .observables import off_diagonal, rank_one  # noqa: E402
+from .sweep_analysis import cumulative_by_depth, mean_cross_accuracy  # noqa: E402
+from .sweep_store import load_results  # noqa: E402
+
+CURVES = [("magnetization", r"$\langle m \rangle$", "a", "m_abs_mean", "theory |<m>|"),
+          ("loss", r"$\langle L \rangle$", "b", "loss_mean", "theory L / L(sigma_min)"),
+          ("accuracy", r"$\langle A \rangle$", "c", "accuracy_eff", "theory 1 - L / L(sigma_min)")]
+
+
+def _colors(depths) -> dict[int, tuple]:
+    cmap = plt.get_cmap("Blues")
+    return {d: cmap(0.4 + 0.6 * i / max(1, len(depths) - 1)) for i, d in enumerate(depths)}
+
+
+def _stats(frame, column: str):
+    """Per sigma: sigma/N, mean and std over seeds (diverged runs excluded)."""
+    ok = frame[~frame["diverged"]]
+    grouped = ok.groupby("sigma_over_n")[column]
+    return grouped.mean().index.to_numpy(), grouped.mean().to_numpy(), grouped.std(ddof=0).fillna(0).to_numpy()
+
+
+def plot_curve(frame, column: str, label: str, path: Path, theory=None, theory_column=None,
+               theory_label=None) -> Path:
+    """One of Fig. 3 a-c: `column` vs sigma/N per depth; adiabatic dashed."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    depths = sorted(frame["depth"].unique())
+    colors = _colors(depths)
+    for depth in depths:
+        for protocol, style in (("non-adiabatic", "-o"), ("adiabatic", "--")):
+            sub = frame[(frame["depth"] == depth) & (frame["protocol"] == protocol)]
+            if sub.empty:
+                continue
+            x, mean, std = _stats(sub, column)
+            ax.plot(x, mean, style, color=colors[depth], ms=3, label=f"D={depth}" + (" adiabatic" if protocol == "adiabatic" else ""))
+            if protocol == "non-adiabatic":
+                ax.fill_between(x, mean - std, mean + std, color=colors[depth], alpha=0.25, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\sigma / N$")
+    ax.set_ylabel(label)
+    if theory is not None:
+        _overlay_theory(ax, theory, theory_column, theory_label, colors)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _overlay_theory(ax, theory, column: str, label: str, colors) -> None:
+    twin = ax.twinx()
+    for (depth, protocol), sub in theory.groupby(["depth", "protocol"]):
+        twin.plot(sub["sigma"], sub[column], ":" if protocol == "adiabatic" else "-", lw=1,
+                  color=colors.get(depth, "gray"), alpha=0.6)
+    twin.set_ylabel(label + r" (thin, vs $\hat\sigma$)", fontsize=7)
+
+
+def plot_rank_one(frame, cross: np.ndarray, path: Path, protocol: str = "non-adiabatic") -> Path | None:
+    """Fig. 3d: entries of S_x(D) (shifted by the mean) vs the rank-one fit of S_x(D=0)."""
+    entries = [e for e in cumulative_by_depth(frame, cross) if e["protocol"] == protocol]
+    ref = next((e for e in entries if e["depth"] == 0), None)
+    if not entries:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    colors = _colors([e["depth"] for e in entries])
+    xs, ys = [], []
+    for entry in entries:
+        s_x = np.asarray(entry["s_x"])
+        fit = rank_one(np.asarray((ref or entry)["s_x"]))
+        x, y = off_diagonal(fit - fit.mean()), off_diagonal(s_x - s_x.mean())
+        xs.append(x), ys.append(y)
+        ax.scatter(x, y, s=10, color=colors[entry["depth"]], label=f"D={entry['depth']}: "
+                   f"$R^2$={entry['r2_vs_d0']:.2f} (own fit {entry['r2_own']:.2f})")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if np.isfinite(x).all() and np.isfinite(y).all() and np.ptp(x) > 0:
+        slope, icept = np.polyfit(x, y, 1)
+        grid = np.linspace(x.min(), x.max(), 2)
+        ax.plot(grid, slope * grid + icept, color="red", lw=1)
+    ax.set_xlabel(r"rank-one fit of $S_x$(D=" + ("0" if ref else "D") + ") (shifted)")
+    ax.set_ylabel(r"$S_x$ entries (shifted by mean)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_cross_accuracy(frame, cross: np.ndarray, path: Path, depth: int, sigmas) -> Path | None:
+    """Fig. 3 e-g: run-averaged A_x at the sweep values nearest `sigmas`, common ordering."""
+    mask = ((frame["depth"] == depth) & (frame["protocol"] == "non-adiabatic")).to_numpy()
+    if not mask.any():
+        return None
+    grid, a_x = mean_cross_accuracy(frame, cross, mask)  # [S], [S, N, C]
+    picks = [int(np.argmin(np.abs(grid - s))) for s in sigmas]
+    order = np.argsort(np.nansum(a_x, axis=(0, 1)), kind="stable")  # classes by S_x column sum, increasing
+    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.6))
+    for ax, pick, tag in zip(np.atleast_1d(axes), picks, "efg"):
+        image = ax.imshow(a_x[pick][np.ix_(order, order)], origin="lower", cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(order)), order), ax.set_yticks(range(len(order)), order)
+        ax.set_xlabel("class evaluated"), ax.set_ylabel("unit (its class)")
+        ax.set_title(f"{tag}: D={depth}, $\\sigma$={grid[pick]:.3g}", fontsize=9)
+    fig.colorbar(image, ax=np.atleast_1d(axes).tolist(), shrink=0.8, label="cross-accuracy")
+    return _save(fig, path, tight=False)
+
+
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def theory_curves(depths, realizations: int = 20):
+    """The effective theory's Fig. 2 table for `depths` (both protocols, few realizations)."""
+    from .theory import TheoryConfig, run_theory
+
+    return run_theory(TheoryConfig(depths=tuple(int(d) for d in depths), realizations=realizations))
+
+
+def plot_sweep(sweep_dir, out=None, theory: bool = False, heatmap_depth: int = 1,
+               heatmap_sigmas=(0.0, 3.0, 30.0)) -> list[Path]:
+    """All Fig. 3 panels of a sweep directory; returns the PNG paths written."""
+    frame, cross = load_results(sweep_dir)
+    if frame.empty:
+        from .errors import UserInputError
+
+        raise UserInputError(f"plot: {sweep_dir} has no finished points yet")
+    out = Path(out) if out else Path(sweep_dir) / "figures"
+    table = theory_curves(sorted(frame["depth"].unique())) if theory else None
+    paths = [plot_curve(frame, col, label, out / f"fig3{tag}_{col}.png", table, tcol, tlabel)
+             for col, label, tag, tcol, tlabel in CURVES]
+    paths.append(plot_rank_one(frame, cross, out / "fig3d_rank_one.png"))
+    depth = heatmap_depth if heatmap_depth in set(frame["depth"]) else int(frame["depth"].min())
+    paths.append(plot_cross_accuracy(frame, cross, out / "fig3efg_cross_accuracy.png", depth, heatmap_sigmas))
+    return [p for p in paths if p is not None]
