@@ -223,7 +223,6 @@ def test_explicit_delta_is_used_and_protocols_start_equal():
     assert np.allclose(first.m_abs_mean.iloc[0], first.m_abs_mean.iloc[1])
 
 
-@pytest.mark.slow
 def test_adiabatic_differs_for_d2_and_onset_is_delayed_by_depth():
     table = run_theory(_small(depths=(0, 1, 2), realizations=24,
                               sigmas=np.logspace(-2, 2.2, 15)))
@@ -235,3 +234,12 @@ def test_adiabatic_differs_for_d2_and_onset_is_delayed_by_depth():
     onset = [fresh_rows[(fresh_rows.depth == d) & (fresh_rows.accuracy_eff > 0.5)].sigma.min()
              for d in (0, 1, 2)]
     assert onset[0] < onset[1] <= onset[2]
+
+
+def test_worker_processes_give_the_same_table():
+    cfg = dict(depths=(0, 1), sigmas=[0.05, 0.5, 5.0], realizations=4, n_units=30,
+               protocols=("non-adiabatic", "adiabatic"))
+    one = run_theory(TheoryConfig(**cfg))
+    two = run_theory(TheoryConfig(**cfg, workers=2))
+    assert np.allclose(one.drop(columns="protocol").to_numpy(dtype=float),
+                       two.drop(columns="protocol").to_numpy(dtype=float), atol=1e-6)

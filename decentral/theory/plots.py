@@ -73,15 +73,18 @@ def plot_rankings(delta: np.ndarray, gamma: float, path: Path,
                   sigmas=RANKING_SIGMAS) -> Path:
     """Fig. 2 c-e: ranks of the Eq. 8 entries in the (delta_i, delta_j) plane, delta > 0."""
     positive = np.sort(np.asarray(delta, dtype=float)[np.asarray(delta) > 0])
-    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.2))
-    extent = [positive[0], positive[-1], positive[0], positive[-1]] if positive.size else None
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.4 * len(sigmas), 3.2),
+                             constrained_layout=True)
     for ax, sigma, tag in zip(np.atleast_1d(axes), sigmas, "cdefgh"):
-        ranks = ranking(cross_accuracy_d0(positive, sigma, gamma)) if positive.size else [[0]]
-        image = ax.imshow(ranks, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+        if positive.size:
+            ranks = ranking(cross_accuracy_d0(positive, sigma, gamma))
+            image = ax.pcolormesh(positive, positive, ranks, shading="nearest", cmap="viridis",
+                                  vmin=0, vmax=1)
         ax.set_title(rf"{tag}: $\hat\sigma$ = {sigma:g}")
         ax.set_xlabel(r"data $\delta_j$")
         ax.set_ylabel(r"unit $\delta_i$")
-    fig.colorbar(image, ax=axes, shrink=0.8, label=r"rank of $\hat A_x$")
+    if positive.size:
+        fig.colorbar(image, ax=axes, shrink=0.8, label=r"rank of $\hat A_x$")
     return _save(fig, path)
 
 

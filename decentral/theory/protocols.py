@@ -65,12 +65,23 @@ def _window_observables(samples, delta_mean):
     return samples[..., 0].mean(axis=1), loss.mean(axis=1)
 
 
-def _non_adiabatic_task(cfg, depth, sigma_index, delta):
-    """All realizations at one sigma from a fresh state. Returns three [R] arrays."""
-    sigma = np.full(cfg.realizations, cfg.sigmas[sigma_index])
-    samples, _, steps = _integrate_rows(cfg, depth, delta, sigma,
-                                        initial_state(cfg, depth, sigma_index))
-    return (*_window_observables(samples, delta.mean(axis=1)), steps)
+def _non_adiabatic_task(cfg, depth, sigma_indices, delta):
+    """All realizations at some sigmas, each from a fresh state. Returns [k, 3, R]."""
+    n_real = cfg.realizations
+    sigma = np.repeat(cfg.sigmas[sigma_indices], n_real)  # [k*R]
+    m0 = np.concatenate([initial_state(cfg, depth, k) for k in sigma_indices])  # [k*R, N]
+    delta_rows = np.tile(delta, (len(sigma_indices), 1))  # [k*R, N]
+    samples, _, steps = _integrate_rows(cfg, depth, delta_rows, sigma, m0)
+    m_mean, loss = _window_observables(samples, delta_rows.mean(axis=1))
+    return np.stack([m_mean, loss, steps]).reshape(3, len(sigma_indices), n_real).transpose(1, 0, 2)
+
+
+def _sigma_blocks(cfg) -> list[np.ndarray]:
+    """Consecutive sigma indices per task: about two batches of rows each, and enough tasks
+    to keep every worker busy."""
+    per_task = max(1, -(-2 * cfg.chunk_rows // cfg.realizations))
+    per_task = min(per_task, max(1, cfg.sigmas.size // (4 * cfg.workers)))
+    return np.array_split(np.arange(cfg.sigmas.size), -(-cfg.sigmas.size // per_task))
 
 
 def _adiabatic_task(cfg, depth, rows, delta):
@@ -116,11 +127,12 @@ def _submit(cfg: TheoryConfig, pool, depth: int, protocol: str):
     """Queue the tasks of one (depth, protocol); returns a function that gathers them."""
     delta = disorder(cfg, depth)
     if protocol == "non-adiabatic":
-        futures = [pool.submit(_non_adiabatic_task, cfg, depth, k, delta)
-                   for k in range(cfg.sigmas.size)]
-        return lambda: _Observed(*np.array([f.result() for f in futures]).transpose(1, 0, 2))
-    blocks = [rows for rows in np.array_split(np.arange(cfg.realizations), max(1, cfg.workers))
-              if len(rows)]
+        futures = [pool.submit(_non_adiabatic_task, cfg, depth, block, delta)
+                   for block in _sigma_blocks(cfg)]
+        return lambda: _Observed(*np.concatenate([f.result() for f in futures]).transpose(1, 0, 2))
+    # Sequential in sigma: split realizations over workers only while batches stay large.
+    n_blocks = max(1, min(cfg.workers, cfg.realizations // 64))
+    blocks = np.array_split(np.arange(cfg.realizations), n_blocks)
     futures = [pool.submit(_adiabatic_task, cfg, depth, rows, delta[rows]) for rows in blocks]
     return lambda: _Observed(*np.concatenate([f.result() for f in futures], axis=2))
 
