@@ -110,6 +110,32 @@ def test_killed_actor_is_restarted_and_the_run_ends_with_the_same_numbers(refere
     assert meas2.records == meas.records  # every measurement kept, none duplicated
 
 
+def test_run_stops_clearly_when_the_cluster_cannot_host_a_replacement(ray_session, synthetic_data,
+                                                                      monkeypatch):
+    from decentral.ray_backend import driver
+
+    monkeypatch.setattr(driver, "RESTART_TIMEOUT_S", 5.0)
+    problem = make_problem(synthetic_data)
+    blocker = []
+
+    def kill_and_take_its_cpu(block, handles):
+        if block == 1:
+            ray_session.kill(handles[1])
+            blocker.append(ray_session.remote(num_cpus=1.0)(Sleeper).remote())
+
+    try:
+        with pytest.raises(UserInputError, match=r"could not start unit actors \[1\]"):
+            ray_run(problem, config(units_per_actor=2, actor_cpus=1.0), on_advance=kill_and_take_its_cpu)
+    finally:
+        for handle in blocker:
+            ray_session.kill(handle)
+
+
+class Sleeper:
+    def ping(self) -> bool:
+        return True
+
+
 def test_gossip_period_couples_every_tau_steps_with_tau_sigma(ray_session, synthetic_data):
     problem = make_problem(synthetic_data)
     theta, _, extra = ray_run(problem, config(gossip_period=10, units_per_actor=2))

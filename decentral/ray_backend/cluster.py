@@ -88,15 +88,27 @@ def connected(address: str | None):
         ray.shutdown()
 
 
-def check_capacity(ray, n_actors: int, actor_cpus: float) -> None:
-    """One-line error unless the cluster has the CPUs the actors request (free right now)."""
+def check_capacity(ray, n_actors: int, actor_cpus: float, settle_s: float = 15.0) -> None:
+    """One-line error unless the cluster has the CPUs the actors request, free right now.
+
+    CPUs released by actors killed a moment ago take a few seconds to show as free, so a
+    shortfall within the cluster's total is re-checked for up to `settle_s` seconds.
+    """
+    import time
+
     need = n_actors * actor_cpus
-    free = ray.available_resources().get("CPU", 0.0)
-    total = ray.cluster_resources().get("CPU", 0.0)
-    if need > free + 1e-9:
-        raise ClusterError(
-            f"the Ray cluster has {free:g} free CPUs ({total:g} in all) but {n_actors} actors x "
-            f"{actor_cpus:g} CPU need {need:g}; raise --units-per-actor, lower --actor-cpus, or add nodes")
+    deadline = time.monotonic() + settle_s
+    while True:
+        free = ray.available_resources().get("CPU", 0.0)
+        total = ray.cluster_resources().get("CPU", 0.0)
+        if need <= free + 1e-9:
+            return
+        if need > total + 1e-9 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    raise ClusterError(
+        f"the Ray cluster has {free:g} free CPUs ({total:g} in all) but {n_actors} actors x "
+        f"{actor_cpus:g} CPU need {need:g}; raise --units-per-actor, lower --actor-cpus, or add nodes")
 
 
 def actor_options(actor_cpus: float, spread: bool) -> dict:

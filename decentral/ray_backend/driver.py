@@ -20,7 +20,8 @@ from .block import BlockHyper, combine_stats
 from .plan import make_blocks, messages_per_coupling
 from .sources import mnist_source
 
-READY_TIMEOUT_S = 120.0  # placing and loading one actor (MNIST load included)
+READY_TIMEOUT_S = 300.0  # placing and loading all actors at start (MNIST load included)
+RESTART_TIMEOUT_S = 120.0  # placing and loading a replacement actor
 MAX_RESTARTS = 10  # per run; beyond this the run stops with an error
 
 
@@ -53,13 +54,18 @@ class Fleet:
         self.retired_traffic = {"messages": 0, "bytes": 0, "snapshots": 0}
 
     # --- actors ----------------------------------------------------------------------
-    def _spawn(self, indices, spread: bool) -> None:
+    def _spawn(self, indices, spread: bool, timeout: float) -> None:
         opts = cluster.actor_options(self.cfg.actor_cpus, spread)
         threads = max(1, int(self.cfg.actor_cpus))
         new = {a: self.remote.options(**opts).remote(self.arch, self.hyper, self.blocks[a], self.source,
                                                      self.cfg.checkpoint_every, threads)
                for a in indices}
-        info = cluster.wait_ready(self.ray, new, READY_TIMEOUT_S)
+        try:
+            info = cluster.wait_ready(self.ray, new, timeout)
+        except cluster.ClusterError:
+            for h in new.values():  # never leave a pending actor behind
+                self.ray.kill(h)
+            raise
         self.handles.update(new)
         for a, meta in info.items():
             self.nodes[a] = meta["node"]
@@ -67,7 +73,7 @@ class Fleet:
         self.ray.get([h.set_readers.remote(self.handles) for h in self.handles.values()])
 
     def start(self) -> None:
-        self._spawn(range(len(self.blocks)), spread=True)
+        self._spawn(range(len(self.blocks)), spread=True, timeout=READY_TIMEOUT_S)
 
     def stop(self) -> None:
         for h in self.handles.values():
@@ -143,7 +149,7 @@ class Fleet:
             raise cluster.ClusterError(f"unit actors kept dying ({self.restarts} restarts); giving up")
         for a in dead:
             self._retire(a)
-        self._spawn(dead, spread=False)
+        self._spawn(dead, spread=False, timeout=RESTART_TIMEOUT_S)
         self.epoch += 1
         self.pending_ckpt = {}
         refs = [h.restore.remote(self.ckpt[a], self.epoch) for a, h in self.handles.items()]

@@ -16,13 +16,15 @@ checkpoint and bumps the epoch, so snapshots still in flight from before are ign
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 
 from .plan import acceptable
 
 # Snapshots up to this size travel inline in the actor call (Ray inlines arguments below
 # 100 KiB); bigger ones go through the object store once and readers receive the ref.
-INLINE_BYTES = 96 * 1024
+# $DECENTRAL_INLINE_BYTES (read where the actor runs) overrides it, for tuning.
+INLINE_BYTES = int(os.environ.get("DECENTRAL_INLINE_BYTES", 96 * 1024))
 
 
 class Aborted(Exception):
