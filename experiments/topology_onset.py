@@ -1,0 +1,385 @@
+"""Onset of collective learning across topologies: effective theory vs the MNIST engine.
+
+Compares supra-networks Q of N = 10 units at **equal mean degree** (4: ring lattice,
+Watts-Strogatz, Erdos-Renyi with exactly 20 edges; the complete graph, degree 9, is the
+reference) and at **equal lambda_max** (the same three graphs with every weight multiplied
+by lambda_max(complete) / lambda_max(graph) = 10 / lambda_max, plus the star, whose
+lambda_max is already N = 10). Every graph is written as a file under ``OUT/graphs/`` and
+read back with :func:`decentral.topology.read_coupling_matrix`, so the theory (Eq. 4) and
+the MNIST engine (Eq. 2) run on exactly the same Q.
+
+* **Theory**: :func:`decentral.theory.run_theory`, non-adiabatic protocol, N = 10, the same
+  quenched delta draws and initial states for every topology (same seed); curve = accuracy_eff.
+* **MNIST**: unit k trained on class k, all (topology, sigma) points of a seed stacked in
+  one ensemble with a per-replica Q [R, N, N] and sigma [R] (decentral.ensemble); curve =
+  time-averaged test accuracy <A> over the measured steps, averaged over seeds.
+
+**Onset coupling** (:func:`onset_sigma`): with b the curve's value at the smallest sigma of
+the sweep (MNIST: <A> ~ 0.1, local learning; theory: accuracy_eff = 0 by normalization) and
+M its maximum over the sweep, the onset is the smallest sigma at which the curve first
+reaches b + (M - b) / 2, interpolated linearly in log sigma between the two bracketing grid
+points. NaN when the curve never rises by more than ``min_rise`` (0.02) above b.
+
+The theory's sigma-hat and the experiment's sigma are related only up to an unknown scale
+(the paper compares shapes and onsets, not absolute values): compare each topology's onset
+*relative to the complete graph's* (columns ``*_onset_rel``), not the raw numbers.
+
+    python experiments/topology_onset.py --out runs/topology_onset --quick --threads 1
+    DECENTRAL_DATA=/data python experiments/topology_onset.py --out runs/topology_onset
+
+Writes ``onset.csv`` (one row per topology), ``curves.csv`` (every point), ``onset.png``
+and ``graphs/`` (the graph files used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import torch
+
+from decentral import coupling, topology
+from decentral.config import RunConfig
+from decentral.data import load_mnist, resolve_data_root
+from decentral.engine import Hyper, coupling_tensor, sigma_tensor
+from decentral.ensemble import ensemble_observables, init_ensemble, make_ensemble_step_fn
+from decentral.errors import UserInputError
+from decentral.observables import finite_replicas
+from decentral.run import prepare
+from decentral.runner import Phases, run_phases
+from decentral.theory import TheoryConfig, run_theory
+
+N_UNITS = 10
+DEGREE = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the experiment runs with (the full defaults; see QUICK)."""
+
+    depth: int = 1
+    mnist_sigmas: tuple = tuple(np.logspace(-1, 2.5, 15))  # below 2N/(lr*10) = 400: all stable
+    theory_sigmas: tuple = tuple(np.logspace(-2, 2.5, 28))
+    seeds: tuple = (0, 1, 2)
+    transient: int = 5000
+    steps: int = 5000
+    eval_every: int = 100
+    test_samples: int | None = None
+    realizations: int = 200
+    lr: float = 0.005
+
+
+QUICK = Settings(depth=0, mnist_sigmas=tuple(np.logspace(-1, 2.4, 9)),
+                 theory_sigmas=tuple(np.logspace(-2, 2.4, 19)), seeds=(0,), transient=1500,
+                 steps=500, eval_every=100, test_samples=2000, realizations=40)
+
+
+# --- onset ----------------------------------------------------------------------------------
+
+
+def onset_sigma(sigmas, values, baseline: float | None = None, fraction: float = 0.5,
+                min_rise: float = 0.02) -> float:
+    """Smallest sigma where ``values`` first reaches baseline + fraction * (max - baseline).
+
+    Linear interpolation in log sigma between the bracketing grid points; NaN values are
+    ignored; baseline defaults to the value at the smallest sigma. Returns NaN when the
+    curve never rises more than ``min_rise`` above the baseline.
+    """
+    s, v = np.asarray(sigmas, dtype=float), np.asarray(values, dtype=float)
+    keep = np.isfinite(v) & (s > 0)
+    order = np.argsort(s[keep])
+    s, v = s[keep][order], v[keep][order]
+    if len(v) < 2:
+        return float("nan")
+    base = v[0] if baseline is None else float(baseline)
+    top = v.max()
+    if not top - base > min_rise:
+        return float("nan")
+    level = base + fraction * (top - base)
+    k = int(np.argmax(v >= level))
+    if k == 0:
+        return float(s[0])
+    x0, x1 = np.log(s[k - 1]), np.log(s[k])
+    t = (level - v[k - 1]) / (v[k] - v[k - 1])
+    return float(np.exp(x0 + t * (x1 - x0)))
+
+
+# --- topologies -----------------------------------------------------------------------------
+
+
+def _first_seed(kind: str, accept, **kw) -> nx.Graph:
+    """generate(kind) with the first seed >= 0 whose graph is connected and ``accept``ed."""
+    for seed in range(10_000):
+        graph = topology.generate(kind, N_UNITS, seed, **kw)
+        if nx.is_connected(graph) and accept(graph):
+            return graph
+    raise RuntimeError(f"no seed gives an acceptable {kind} graph")
+
+
+def degree_graphs() -> dict[str, nx.Graph]:
+    """The equal-mean-degree family (degree 4, 20 edges) and the complete reference."""
+    edges = N_UNITS * DEGREE // 2
+    lattice = topology.generate("small_world", N_UNITS, 0, degree=DEGREE, rewire=0.0)
+    lattice.graph["description"] = f"ring lattice N={N_UNITS} k={DEGREE} (Watts-Strogatz, p=0)"
+    ring_edges = {frozenset(e) for e in lattice.edges}
+    return {
+        "complete": topology.generate("complete", N_UNITS, 0),
+        "ring_k4": lattice,
+        "small_world_k4": _first_seed("small_world", lambda g: {frozenset(e) for e in g.edges}
+                                      != ring_edges, degree=DEGREE, rewire=0.1),
+        "erdos_renyi_k4": _first_seed("erdos_renyi", lambda g: g.number_of_edges() == edges,
+                                      degree=DEGREE),
+    }
+
+
+def rescaled(graph: nx.Graph, target: float) -> nx.Graph:
+    """A copy with every weight multiplied so that its Laplacian's lambda_max is ``target``."""
+    scale = target / coupling.lambda_max(topology.coupling_matrix(graph))
+    out = graph.copy()
+    for *_, data in out.edges(data=True):
+        data["weight"] = data.get("weight", 1.0) * scale
+    out.graph["description"] = f"{graph.graph.get('description', '')}; weights x {scale:.6g}"
+    return out
+
+
+def all_graphs() -> list[tuple[str, str, nx.Graph]]:
+    """(name, family, graph): equal mean degree, then equal lambda_max (= complete's, N)."""
+    base = degree_graphs()
+    target = coupling.lambda_max(topology.coupling_matrix(base["complete"]))
+    rows = [(name, "reference" if name == "complete" else "degree", g) for name, g in base.items()]
+    rows += [(f"{name}_lam", "lambda_max", rescaled(g, target))
+             for name, g in base.items() if name != "complete"]
+    rows.append(("star", "lambda_max", topology.generate("star", N_UNITS, 0)))
+    return rows
+
+
+def write_graphs(out: Path) -> pd.DataFrame:
+    """Write every graph under out/graphs and describe the Q read back from each file."""
+    folder = out / "graphs"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, family, graph in all_graphs():
+        path = topology.write_graph(graph, folder / f"{name}.edgelist")
+        q = topology.read_coupling_matrix(path, N_UNITS)
+        info = topology.describe(q)
+        rows.append({"topology": name, "family": family, "file": f"graphs/{path.name}",
+                     "mean_degree": info["mean_degree"], "mean_strength": float(q.sum(1).mean()),
+                     "lambda_max": info["lambda_max"], "spectral_gap": info["spectral_gap"],
+                     "sigma_max_stable": info["sigma_max_stable"], "q": q})
+    return pd.DataFrame(rows)
+
+
+# --- theory ---------------------------------------------------------------------------------
+
+
+def theory_curves(topos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """accuracy_eff(sigma-hat) of Eq. 4 on each topology's Q (same disorder for all)."""
+    tables = []
+    for row in topos.itertuples():
+        cfg = TheoryConfig(depths=(settings.depth,), sigmas=np.array(settings.theory_sigmas),
+                           protocols=("non-adiabatic",), n_units=N_UNITS,
+                           realizations=settings.realizations, q=row.q, seed=0)
+        table = run_theory(cfg)
+        tables.append(pd.DataFrame({"source": "theory", "topology": row.topology,
+                                    "sigma": table["sigma"], "accuracy": table["accuracy_eff"],
+                                    "accuracy_std": np.nan, "m_abs": table["m_abs_mean"]}))
+    return pd.concat(tables, ignore_index=True)
+
+
+# --- MNIST ----------------------------------------------------------------------------------
+
+
+def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "pytorch",
+                  device="cpu"):
+    """One stacked ensemble of every (seed, topology, sigma): returns (state, step_fn, keys).
+
+    qs: [T] matrices [N, N]; sigmas: [S]. Replica r = (k*T + t)*S + s (seed-major), with
+    keys[r] = (seed, t, s). Each replica equals running that point alone (decentral.engine).
+    """
+    keys = [(seed, t, s) for seed in seeds for t in range(len(qs)) for s in range(len(sigmas))]
+    per_seed = len(qs) * len(sigmas)
+    q_rep = np.stack([np.asarray(qs[t], dtype=float) for _, t, _ in keys])
+    sigma_rep = [float(sigmas[s]) for _, _, s in keys]
+    state = init_ensemble(arch, list(seeds), per_seed, shards.n_units, scheme, device)
+    step_fn = make_ensemble_step_fn(arch, shards, coupling_tensor(q_rep, len(keys), device),
+                                    sigma_tensor(sigma_rep, len(keys), device), list(seeds),
+                                    per_seed, hyper)
+    return state, step_fn, keys
+
+
+def measure(arch, state, step_fn, test, phases: Phases, log=print):
+    """Transient + measured phases; per-replica time averages of <A> and <L>, diverged flags."""
+    holder = {"state": state, "t0": time.perf_counter()}
+
+    def advance(n: int) -> None:
+        with torch.no_grad():
+            for _ in range(n):
+                holder["state"] = step_fn(holder["state"])
+        done = holder["state"].step
+        if done % 500 == 0:
+            log(f"  mnist step {done}/{phases.transient + phases.steps} "
+                f"({time.perf_counter() - holder['t0']:.0f} s)")
+
+    def evaluate():
+        values = ensemble_observables(arch, holder["state"].theta, test)
+        return {k: v.cpu().numpy() for k, v in values.items()}
+
+    meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
+                      phases)
+    return meas.time_average(holder["state"].theta.shape[0]), meas.diverged
+
+
+def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd.DataFrame:
+    """<A>(sigma) on MNIST for every topology: all points of all seeds in one ensemble."""
+    cfg = RunConfig(units=N_UNITS, depth=settings.depth, test_samples=settings.test_samples,
+                    lr=settings.lr)
+    problem = prepare(cfg, data)
+    sigmas = list(settings.mnist_sigmas)
+    state, step_fn, keys = make_ensemble(problem.arch, problem.shards, list(topos["q"]), sigmas,
+                                         settings.seeds, Hyper(lr=settings.lr))
+    log(f"  mnist: {len(keys)} replicas x {N_UNITS} units, D={settings.depth}")
+    phases = Phases(settings.transient, settings.steps, settings.eval_every)
+    averages, diverged = measure(problem.arch, state, step_fn, problem.test, phases, log)
+    points = pd.DataFrame({"topology": [topos["topology"].iloc[t] for _, t, _ in keys],
+                           "sigma": [sigmas[s] for _, _, s in keys],
+                           "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],
+                           "diverged": diverged, "m_abs": np.abs(averages["magnetization"])})
+    points.loc[points["diverged"], "accuracy"] = np.nan
+    curves = points.groupby(["topology", "sigma"], sort=False).agg(
+        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), m_abs=("m_abs", "mean"),
+        diverged=("diverged", "sum")).reset_index()
+    return curves.assign(source="mnist")
+
+
+# --- table and plot -------------------------------------------------------------------------
+
+
+def onset_table(topos: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per topology: its spectrum, theory and MNIST onsets, onsets / complete's."""
+    table = topos.drop(columns="q").copy()
+    for source in ("theory", "mnist"):
+        onsets, tops = [], []
+        for name in table["topology"]:
+            c = curves[(curves["source"] == source) & (curves["topology"] == name)]
+            onsets.append(onset_sigma(c["sigma"], c["accuracy"]))
+            tops.append(float(c["accuracy"].max()))
+        table[f"{source}_onset"] = onsets
+        table[f"{source}_max_accuracy"] = tops
+        reference = table.loc[table["topology"] == "complete", f"{source}_onset"].iloc[0]
+        table[f"{source}_onset_rel"] = table[f"{source}_onset"] / reference
+    return table
+
+
+def _style(name: str) -> dict:
+    colors = {"complete": "black", "ring": "tab:blue", "small": "tab:orange", "erdos": "tab:green",
+              "star": "tab:red"}
+    color = next(c for key, c in colors.items() if name.startswith(key))
+    return {"color": color, "linestyle": "--" if name.endswith("_lam") else "-"}
+
+
+def _panel(ax, curves: pd.DataFrame, table: pd.DataFrame, source: str) -> None:
+    for name in table["topology"]:
+        c = curves[(curves["source"] == source) & (curves["topology"] == name)].sort_values("sigma")
+        ax.plot(c["sigma"], c["accuracy"], marker=".", label=name, **_style(name))
+        onset = table.loc[table["topology"] == name, f"{source}_onset"].iloc[0]
+        if np.isfinite(onset):
+            ok = c["accuracy"].notna()
+            level = np.interp(np.log(onset), np.log(c["sigma"][ok]), c["accuracy"][ok])
+            ax.plot([onset], [level], marker="o", markersize=8, markerfacecolor="none",
+                    markeredgewidth=1.5, color=_style(name)["color"])
+    ax.set_xscale("log")
+
+
+def plot(curves: pd.DataFrame, table: pd.DataFrame, path: Path, depth: int) -> None:
+    """Accuracy vs sigma (theory, MNIST) with onsets circled, and theory vs MNIST onsets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    _panel(axes[0], curves, table, "theory")
+    axes[0].set(xlabel=r"$\hat\sigma$ (theory units)", ylabel=r"accuracy$_{\rm eff}$ = 1 - L/L($\hat\sigma_{\min}$)",
+                title=f"effective theory, Eq. 4 (D={depth}, N={N_UNITS})")
+    axes[0].legend(fontsize=7, loc="lower right", title="solid: mean degree 4\ndashed: lambda_max = 10",
+                   title_fontsize=7)
+    _panel(axes[1], curves, table, "mnist")
+    axes[1].set(xlabel=r"$\sigma$ (Eq. 2)", ylabel=r"test accuracy $\langle A\rangle$",
+                title=f"MNIST engine (D={depth}, N={N_UNITS})")
+    _onset_panel(axes[2], table)
+    fig.suptitle(r"Onset of collective learning (circles). Theory $\hat\sigma$ and MNIST $\sigma$ "
+                 "agree only up to a scale: compare onsets relative to the complete graph.",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _onset_panel(ax, table: pd.DataFrame) -> None:
+    for row in table.itertuples():
+        ax.plot(row.theory_onset_rel, row.mnist_onset_rel, marker="s" if row.family == "lambda_max"
+                else "o", linestyle="none", color=_style(row.topology)["color"], label=row.topology)
+    finite = table[["theory_onset_rel", "mnist_onset_rel"]].to_numpy().ravel()
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        lo, hi = finite.min() / 1.5, finite.max() * 1.5
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, label="y = x")
+    ax.set(xscale="log", yscale="log", xlabel="theory onset / complete's",
+           ylabel="MNIST onset / complete's", title="onset shift by topology")
+    ax.legend(fontsize=7)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=None, help="MNIST root (default: $DECENTRAL_DATA)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--quick", action="store_true",
+                        help="D=0, 9 couplings, 1,500 + 500 steps, 2,000 test images, 40 realizations")
+    parser.add_argument("--depth", type=int, default=None, help="override the depth D")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = QUICK if args.quick else Settings()
+    if args.depth is not None:
+        settings = replace(settings, depth=args.depth)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    data = load_mnist(resolve_data_root(args.data_root))  # fail fast on a missing data root
+    start = time.perf_counter()
+    log = lambda text: print(f"[{time.perf_counter() - start:6.0f} s] {text}", file=sys.stderr)
+    topos = write_graphs(out)
+    log(f"{len(topos)} topologies written to {out / 'graphs'}")
+    curves = [theory_curves(topos, settings)]
+    log("theory done")
+    curves.append(mnist_curves(topos, settings, data, log))
+    log("mnist done")
+    curves = pd.concat(curves, ignore_index=True)
+    table = onset_table(topos, curves)
+    curves.to_csv(out / "curves.csv", index=False)
+    table.to_csv(out / "onset.csv", index=False)
+    plot(curves, table, out / "onset.png", settings.depth)
+    columns = ["topology", "mean_degree", "lambda_max", "spectral_gap", "theory_onset",
+               "mnist_onset", "theory_onset_rel", "mnist_onset_rel"]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserInputError as err:
+        print(f"topology_onset: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,81 @@
+"""experiments/topology_onset.py: the onset finder on known curves, and that its stacked
+per-replica-Q ensemble equals running each (topology, sigma) point alone on the engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from decentral import coupling
+from decentral.data import partition
+from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.model import Architecture
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "topology_onset.py"
+
+
+@pytest.fixture(scope="module")
+def exp():
+    spec = importlib.util.spec_from_file_location("topology_onset", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_onset_of_a_curve_linear_in_log_sigma(exp):
+    sigmas = np.logspace(-2, 2, 9)  # the curve rises from 0.1 to 0.9 between 0.1 and 10
+    values = np.clip(0.1 + 0.4 * (np.log10(sigmas) + 1), 0.1, 0.9)
+    assert exp.onset_sigma(sigmas, values) == pytest.approx(1.0, rel=1e-9)
+    assert exp.onset_sigma(sigmas, values, fraction=0.25) == pytest.approx(10**-0.5, rel=1e-9)
+
+
+def test_onset_takes_first_crossing_ignores_nan_and_unsorted_grid(exp):
+    sigmas = np.array([0.1, 1.0, 10.0, 100.0, 1000.0])
+    values = np.array([0.1, 0.3, 0.9, np.nan, 0.2])  # reentrant drop at the end
+    order = np.array([3, 0, 4, 2, 1])
+    level = 0.5  # halfway between 0.1 and 0.9
+    expected = math.exp(math.log(1.0) + (level - 0.3) / 0.6 * math.log(10.0))
+    assert exp.onset_sigma(sigmas[order], values[order]) == pytest.approx(expected)
+
+
+def test_onset_is_nan_without_a_rise(exp):
+    sigmas = np.logspace(-1, 2, 6)
+    assert math.isnan(exp.onset_sigma(sigmas, np.full(6, 0.1)))
+    assert math.isnan(exp.onset_sigma(sigmas, 0.1 + 0.01 * np.arange(6) / 5))  # below min_rise
+    assert math.isnan(exp.onset_sigma(sigmas[:1], [0.5]))
+
+
+def test_graph_families_match_their_invariant(exp, tmp_path):
+    topos = exp.write_graphs(tmp_path)
+    degree = topos[topos["family"] == "degree"]
+    assert np.allclose(degree["mean_degree"], exp.DEGREE)
+    lam = topos[topos["family"] != "degree"]
+    assert np.allclose(lam["lambda_max"], exp.N_UNITS)
+    for row in topos.itertuples():  # the file read back gives the Q described
+        assert (tmp_path / row.file).exists()
+        assert coupling.lambda_max(row.q) == pytest.approx(row.lambda_max)
+
+
+def test_stacked_ensemble_equals_each_point_alone(exp, synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 10, "class", seed=0)
+    arch = Architecture(depth=1, width=4, n_in=train.x.shape[1], n_out=10)
+    ring = np.roll(np.eye(10), 1, axis=1) + np.roll(np.eye(10), -1, axis=1)
+    qs, sigmas, hyper = [np.ones((10, 10)) - np.eye(10), 1.7 * ring], [0.5, 30.0], Hyper()
+    state, step_fn, keys = exp.make_ensemble(arch, shards, qs, sigmas, (3,), hyper)
+    stacked = run_steps(step_fn, state, 6).theta
+    for r, (seed, t, s) in enumerate(keys):
+        alone = make_step_fn(arch, shards, coupling_tensor(qs[t], 1, "cpu"),
+                             sigma_tensor(sigmas[s], 1, "cpu"), [seed], hyper)
+        theta = run_steps(alone, init_state(arch, [seed], 10), 6).theta
+        torch.testing.assert_close(stacked[r], theta[0], rtol=0, atol=1e-5)
