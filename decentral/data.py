@@ -58,22 +58,26 @@ def resolve_data_root(flag: str | None) -> Path:
 
 def load_mnist(root: str | Path, download: bool = False) -> tuple[Split, Split]:
     """(train, test) MNIST splits from torchvision's layout under `root` (cached per root)."""
-    return _load_mnist_cached(str(Path(root).resolve()), download)
+    return load_mnist_split(root, True, download), load_mnist_split(root, False, download)
 
 
-@functools.lru_cache(maxsize=2)
-def _load_mnist_cached(root: str, download: bool) -> tuple[Split, Split]:
+def load_mnist_split(root: str | Path, train: bool, download: bool = False) -> Split:
+    """One MNIST split (train=True: 60,000 images; False: the 10,000 test images), cached."""
+    return _load_mnist_cached(str(Path(root).resolve()), train, download)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mnist_cached(root: str, train: bool, download: bool) -> Split:
     from torchvision.datasets import MNIST
 
     try:
-        train = MNIST(root=str(root), train=True, download=download)
-        test = MNIST(root=str(root), train=False, download=download)
+        data = MNIST(root=root, train=train, download=download)
     except RuntimeError as err:
         raise UserInputError(
-            f"no MNIST under data root {str(root)!r} (expected {root}/MNIST/raw/*-ubyte; "
+            f"no MNIST under data root {root!r} (expected {root}/MNIST/raw/*-ubyte; "
             f"use --download where internet exists): {err}"
         ) from None
-    return _as_split(train.data, train.targets), _as_split(test.data, test.targets)
+    return _as_split(data.data, data.targets)
 
 
 def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:

@@ -17,7 +17,7 @@ import torch
 
 from . import coupling
 from .config import RunConfig, to_dict
-from .data import Shards, Split, load_mnist, partition, resolve_data_root, subsample_test
+from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
 from .engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
 from .errors import UserInputError
 from .model import Architecture
@@ -30,7 +30,7 @@ class Problem:
     """Everything a backend needs besides the config: data, shapes and the coupling."""
 
     arch: Architecture
-    shards: Shards
+    shards: Shards | None  # None when the backend's workers load their own shards
     test: Split
     q: np.ndarray  # [N, N] coupling matrix, q_ij weight of edge i -> j
     topology: dict | None  # provenance of the graph file (name, sha256), None for mean field
@@ -57,16 +57,23 @@ def load_coupling(path: str | None, n_units: int) -> tuple[np.ndarray, dict | No
 
 
 def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
-    """Data, partition, architecture and Q for a run (data may be passed in already loaded)."""
+    """Data, partition, architecture and Q for a run (data may be passed in already loaded).
+
+    The Ray backend's actors load their own shards on their nodes, so for it the driver reads
+    only the test split (for the final A_x) and `shards` is None.
+    """
     q, topo = load_coupling(cfg.topology, cfg.units)
+    remote_shards = cfg.backend == "ray" and data is None
     if data is None:
-        data = load_mnist(resolve_data_root(cfg.data_root), download=cfg.download)
+        root = resolve_data_root(cfg.data_root)
+        train = None if remote_shards else load_mnist_split(root, True, cfg.download)
+        data = (train, load_mnist_split(root, False, cfg.download))
     train, test = data
-    shards = partition(train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit,
-                       cfg.dirichlet_alpha)
+    shards = None if remote_shards else partition(
+        train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit, cfg.dirichlet_alpha)
     test = subsample_test(test, cfg.test_samples, seed=0)
-    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=train.x.shape[1],
-                        n_out=int(train.y.max()) + 1)
+    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=test.x.shape[1],
+                        n_out=int(test.y.max()) + 1)
     return Problem(arch, shards, test, q, topo)
 
 
