@@ -47,6 +47,7 @@ def cumulative_by_depth(frame, cross: np.ndarray) -> list[dict]:
 
 def write_analysis(root: str | Path) -> list[dict]:
     frame, cross = load_results(root)
-    entries = cumulative_by_depth(frame, cross) if len(frame) else []
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant S_x: R^2 is NaN
+        entries = cumulative_by_depth(frame, cross) if len(frame) else []
     atomic_write_json(Path(root) / "analysis.json", entries)
     return entries
