@@ -55,7 +55,8 @@ class TheoryConfig:
     def validate(self) -> None:
         """Raise UserInputError (one line) on any value the protocol cannot run with."""
         if not self.depths or min(self.depths) < 0:
-            raise UserInputError(f"depths must be a non-empty list of integers >= 0, got {self.depths}")
+            raise UserInputError(
+                f"depths must be a non-empty list of integers >= 0, got {self.depths}")
         if self.sigmas.size == 0:
             raise UserInputError("the sigma list is empty")
         if not np.all(np.isfinite(self.sigmas)) or np.any(self.sigmas < 0):
@@ -71,10 +72,12 @@ class TheoryConfig:
             raise UserInputError(f"realizations must be >= 1, got {self.realizations}")
         for name in ("gamma", "delta_std", "t_end", "rtol", "atol"):
             value = getattr(self, name)
-            if not np.isfinite(value) or value < 0 or (name in ("t_end", "rtol", "atol") and value == 0):
+            strictly = name in ("t_end", "rtol", "atol")
+            if not np.isfinite(value) or value < 0 or (strictly and value == 0):
                 raise UserInputError(f"{name} must be finite and positive, got {value}")
         if not 1 <= self.n_average <= self.n_eval:
-            raise UserInputError(f"n_average must be in [1, n_eval={self.n_eval}], got {self.n_average}")
+            raise UserInputError(
+                f"n_average must be in [1, n_eval={self.n_eval}], got {self.n_average}")
         self._validate_delta()
 
     def _validate_delta(self) -> None:

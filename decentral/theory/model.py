@@ -30,7 +30,8 @@ def check_coupling(q, n_units: int):
         q = np.asarray(q, dtype=float)
         values = q
     if q.shape != (n_units, n_units):
-        raise UserInputError(f"coupling matrix has shape {q.shape}, expected ({n_units}, {n_units})")
+        raise UserInputError(
+            f"coupling matrix has shape {q.shape}, expected ({n_units}, {n_units})")
     if not np.all(np.isfinite(values)):
         raise UserInputError("coupling matrix has non-finite entries")
     return q
