@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .data import Split
+from .lowrank import explained_fraction, off_diagonal, offdiagonal_r2, rank_one, rank_one_r2  # noqa: F401
 from .model import Architecture, per_sample_scores
 
 UNIT_CHUNK = 32  # units evaluated together on the test set (bounds activation memory)
@@ -68,22 +69,3 @@ def finite_replicas(theta: torch.Tensor) -> torch.Tensor:
 def cumulative_cross_accuracy(a_x: np.ndarray) -> np.ndarray:
     """S_x [N, C]: the sum over sigma values of run-averaged A_x given as [S, N, C]."""
     return np.asarray(a_x, dtype=float).sum(axis=0)
-
-
-def rank_one(matrix: np.ndarray) -> np.ndarray:
-    """Leading SVD term s1 u1 v1^T of a matrix."""
-    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=float))
-    return s[0] * np.outer(u[:, 0], vt[0])
-
-
-def off_diagonal(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix)
-    return matrix[~np.eye(*matrix.shape, dtype=bool)]
-
-
-def rank_one_r2(s_x: np.ndarray, reference: np.ndarray | None = None) -> float:
-    """Squared Pearson correlation between off-diagonal entries of S_x and of the rank-one fit
-    of `reference` (the paper: S_x of D=0); of S_x itself when reference is None."""
-    fit = rank_one(s_x if reference is None else reference)
-    r = np.corrcoef(off_diagonal(s_x), off_diagonal(fit))[0, 1]
-    return float(r * r)

@@ -9,6 +9,7 @@ import numpy as np
 
 from scipy.integrate import trapezoid
 
+from ..lowrank import explained_fraction, offdiagonal_r2, rank_one
 from .model import cross_accuracy_d0
 
 
@@ -23,28 +24,6 @@ def cumulative_cross_accuracy(delta: np.ndarray, sigmas: np.ndarray, gamma: floa
     if method == "integral":
         return trapezoid(stack, sigmas, axis=0)
     raise ValueError(f"method must be 'sum' or 'integral', got {method!r}")
-
-
-def rank_one(matrix: np.ndarray) -> np.ndarray:
-    """Leading SVD term s1 u1 v1^T of a matrix. [N, M] -> [N, M]"""
-    u, s, vt = np.linalg.svd(matrix)
-    return s[0] * np.outer(u[:, 0], vt[0])
-
-
-def explained_fraction(matrix: np.ndarray) -> float:
-    """Share of ||S||_F^2 carried by the rank-one truncation: s1^2 / sum_k s_k^2."""
-    s = np.linalg.svd(matrix, compute_uv=False)
-    total = float(np.sum(s * s))
-    return float(s[0] ** 2 / total) if total > 0 else 0.0
-
-
-def offdiagonal_r2(matrix: np.ndarray, fit: np.ndarray) -> float:
-    """Squared Pearson correlation between the off-diagonal entries of two matrices."""
-    mask = ~np.eye(matrix.shape[0], matrix.shape[1], dtype=bool)
-    a, b = matrix[mask], fit[mask]
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1] ** 2)
 
 
 def ranking(matrix: np.ndarray) -> np.ndarray:
