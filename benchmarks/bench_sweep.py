@@ -6,9 +6,10 @@ Part 1 times a 10-point non-adiabatic sweep (10 couplings, one seed, depth D) tw
 one process on the same loaded MNIST: `decentral sweep` (one stacked ensemble of 10 replicas,
 written to a scratch sweep directory) and point by point (`decentral run`'s library call
 `execute`, once per point). Both evaluate on the full test set every 20 steps, as the paper.
-Part 2 times one paper-sized group (50 couplings x 1 seed, as `decentral sweep` stacks the
-paper grid) per depth for a few hundred steps and extrapolates to experiments/fig3.toml:
-3 depths x 50 couplings x 10 seeds x 40,000 steps non-adiabatic plus 10 adiabatic D=2 chains.
+Part 2 times the pieces of one paper-sized group (50 couplings x 1 seed, as `decentral sweep`
+stacks the paper grid) per depth -- training steps, evaluations, the final A_x -- and scales
+them to experiments/fig3.toml: 3 depths x 50 couplings x 10 seeds x 40,000 steps with 1,000
+evaluations each, non-adiabatic, plus 10 adiabatic D=2 chains (costed like D=2 points).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import torch
 from decentral.data import load_mnist, resolve_data_root
 from decentral.run import execute
 from decentral.sweep import run_sweep
+from decentral.grids import paper_grid
 from decentral.sweep_config import load_sweep_config
 
 SIGMAS = ",".join(f"{s:g}" for s in np.logspace(-2, np.log10(300), 10))
 
 
 def sweep_config(out: str, **values):
-    base = dict(out=out, progress=False, eval_every=20)
+    base = dict(out=out, quiet=True, eval_every=20)
     return load_sweep_config({}, {**base, **values})
 
 
@@ -47,20 +49,38 @@ def batched_vs_points(data, depth: int, transient: int, steps: int) -> tuple[flo
 
 
 def paper_estimate(data, steps: int) -> float:
-    """Seconds for experiments/fig3.toml, from one 50-replica group per depth."""
-    grid_points, seeds, point_steps = 50, 10, 40_000
+    """Seconds for experiments/fig3.toml, from a paper-sized group (50 couplings x 1 seed)
+    per depth: time per training step, per evaluation and for the final A_x, scaled to
+    20,000 + 20,000 steps with an evaluation every 20 measured steps."""
+    from decentral.engine import Hyper, coupling_tensor, sigma_tensor
+    from decentral.ensemble import ensemble_observables, init_ensemble, make_ensemble_step_fn
+    from decentral.run import final_cross, prepare
+
+    grid, seeds, point_steps, evals = paper_grid(), 10, 40_000, 20_000 // 20
     total = 0.0
     for depth in (0, 1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = sweep_config(tmp, sigma_grid="paper", depth=str(depth), transient=steps, steps=steps)
-            start = time.perf_counter()
-            run_sweep(cfg, data)
-            per_point_step = (time.perf_counter() - start) / (grid_points * 2 * steps)
-        chains = seeds if depth == 2 else 0  # adiabatic D=2 chains (rate taken as the same)
-        seconds = per_point_step * grid_points * (seeds + chains) * point_steps
-        print(f"  D={depth}: {per_point_step * 1e3:.3f} ms per point-step -> {seconds / 3600:.1f} h")
-        total += seconds
+        cfg = sweep_config("unused", sigma_grid="paper", depth=str(depth))
+        problem = prepare(cfg.run_config(depth, 1.0, 0, None), data)
+        n = len(grid)
+        state = init_ensemble(problem.arch, [0], n, cfg.units, cfg.init, "cpu")
+        step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, n, "cpu"),
+                                        sigma_tensor(grid, n, "cpu"), [0], n, Hyper())
+        step = _timed(lambda: [step_fn(state) for _ in range(steps)]) / (steps * n)
+        evaluate = _timed(lambda: ensemble_observables(problem.arch, state.theta, problem.test)) / n
+        cross = _timed(lambda: final_cross(problem.arch, state.theta, problem.test)) / n
+        per_point = point_steps * step + evals * evaluate + cross
+        points = n * seeds * (2 if depth == 2 else 1)  # D=2 also runs the adiabatic chains
+        print(f"  D={depth}: {step * 1e3:.2f} ms per point-step, {evaluate * 1e3:.0f} ms per point "
+              f"evaluation -> {per_point:.0f} s per point, {points * per_point / 3600:.1f} h")
+        total += points * per_point
     return total
+
+
+def _timed(fn) -> float:
+    with torch.no_grad():
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -68,7 +88,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=1)
     parser.add_argument("--transient", type=int, default=300)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--estimate-steps", type=int, default=100, help="steps per phase for part 2")
+    parser.add_argument("--estimate-steps", type=int, default=20, help="training steps timed in part 2")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:

@@ -226,7 +226,7 @@ def _run_local(cfg: SweepConfig, groups: list[Group], sink: StoreSink, data) -> 
     if data is None:
         data = load_mnist(resolve_data_root(cfg.data_root), download=cfg.download)
     total = count_points(groups) * (cfg.transient + cfg.steps)
-    with progress_bar(total, "sweep", enabled=cfg.progress) as bar:
+    with progress_bar(total, "sweep", enabled=False if cfg.quiet else None) as bar:
         bar.unit = "pt-step"
         for group in groups:
             run_group(cfg, group, group_problem(cfg, group, data), sink, bar,

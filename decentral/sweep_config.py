@@ -21,8 +21,10 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "progress")
-RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every")
+                  "data_root", "download", "quiet")
+# `decentral run --backend ray` actor options: sweeps run points on the local engine (or as
+# Ray tasks running it), so these have no flag in `decentral sweep` and must stay at defaults
+RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every", "actor_cpus")
 
 
 @dataclass
@@ -42,7 +44,7 @@ class SweepConfig(RunConfig):
                                       "(default: all; the paper: 2)")
     resume: bool = _f(False, "skip points already finished in --out (same config only)")
     max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
-    progress: bool = _f(True, "progress bar with ETA on stderr (when it is a terminal)")
+    quiet: bool = _f(False, "no progress bar (shown with its ETA on stderr when it is a terminal)")
 
     # --- parsed views ---------------------------------------------------------------------
     def sigmas(self) -> list[float]:
@@ -83,7 +85,7 @@ class SweepConfig(RunConfig):
             if getattr(self, name) < 1:
                 raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in RAY_ACTOR_FIELDS:
-            if getattr(self, name) != getattr(RunConfig, name):
+            if hasattr(RunConfig, name) and getattr(self, name) != getattr(RunConfig, name):
                 raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "
                                      "`decentral run`; sweeps run each point on the local engine")
         self.sigmas(), self.depths(), self.topologies()

@@ -42,7 +42,7 @@ def run_groups_ray(cfg: SweepConfig, groups: list[Group], sink) -> None:
     with connected(cfg.address) as ray:
         task = ray.remote(num_cpus=cfg.threads or 1)(_group_task)
         pending = {task.remote(values, g, load_chain_states(sink.root, g)): g for g in groups}
-        with progress_bar(count_points(groups), "sweep (ray)", enabled=cfg.progress) as bar:
+        with progress_bar(count_points(groups), "sweep (ray)", enabled=False if cfg.quiet else None) as bar:
             bar.unit = "point"
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -22,7 +22,7 @@ OBS = ["loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance
 
 def tiny(tmp_path, **over) -> SweepConfig:
     values = dict(sigma="0.0001,1,30", depth="0,1", seeds=2, transient=20, steps=20, eval_every=10,
-                  out=str(tmp_path / "sweep"), progress=False)
+                  out=str(tmp_path / "sweep"), quiet=True)
     values.update(over)
     return load_sweep_config({}, values)
 
@@ -124,3 +124,51 @@ def test_cli_sweep_and_plot(tmp_path, mnist_root, capsys):
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert pngs == ["fig3a_magnetization.png", "fig3b_loss.png", "fig3c_accuracy.png",
                     "fig3d_rank_one.png", "fig3efg_cross_accuracy.png"]
+
+
+def _onset(sub: pd.DataFrame, level: float = 0.2) -> float:
+    """Smallest sigma whose <A> exceeds `level` (inf when none does)."""
+    above = sub[sub["accuracy"] > level]
+    return float(above["sigma"].min()) if len(above) else float("inf")
+
+
+@pytest.mark.slow
+def test_reduced_sweep_shows_fig3_effects(tmp_path, mnist):
+    """A reduced Fig. 3 (1 seed, 6 couplings, 500 + 500 steps) shows the paper's effects."""
+    from decentral.sweep_store import load_results
+
+    cfg = load_sweep_config({}, dict(sigma="0.0001,1,10,30,120,390", depth="0,1,2", seeds=1,
+                                     transient=500, steps=500, eval_every=100, test_samples=1000,
+                                     out=str(tmp_path / "fig3"), quiet=True))
+    run_sweep(cfg, mnist)
+    frame, cross = load_results(cfg.out)
+    by_depth = {d: frame[frame.depth == d].sort_values("sigma") for d in (0, 1, 2)}
+    for sub in by_depth.values():  # local learning: each unit only knows its own class
+        assert sub["accuracy"].iloc[0] == pytest.approx(0.1, abs=0.01)
+    assert by_depth[0]["accuracy"].iloc[-1] > 0.8
+    onsets = [_onset(by_depth[d]) for d in (0, 1, 2)]
+    assert onsets[0] < onsets[1] <= onsets[2], onsets
+    for d in (1, 2):  # disorder-order-disorder: <m> peaks at intermediate coupling
+        m = by_depth[d]["magnetization"].to_numpy()
+        assert m[1:-1].max() > 1.5 * max(m[0], m[-1]), (d, m)
+    a_free = cross[by_depth[1].index[0]]  # D=1, no coupling: diagonal
+    off = a_free[~np.eye(10, dtype=bool)]
+    assert np.diag(a_free).mean() > 0.9 and off.mean() < 0.05
+    a_strong = cross[by_depth[0].index[-1]]  # D=0, strongest coupling: rows alike, columns differ
+    assert a_strong.std(axis=0).mean() < 0.05 and a_strong.mean(axis=0).std() > 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_backend_runs_groups_as_tasks(tmp_path, mnist_root, mnist):
+    """Points spread over (local) Ray equal the local sweep's."""
+    values = dict(sigma="0.0001,30", depth="0,1", seeds=2, transient=10, steps=10, eval_every=10,
+                  test_samples=200, data_root=mnist_root, max_batch=2, quiet=True)
+    local = load_sweep_config({}, {**values, "out": str(tmp_path / "local")})
+    remote = load_sweep_config({}, {**values, "out": str(tmp_path / "ray"), "backend": "ray", "threads": 1})
+    run_sweep(local, mnist)
+    report = run_sweep(remote)
+    assert report.finished_points == 8
+    a, b = results(local), results(remote)
+    for name in OBS:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
