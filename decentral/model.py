@@ -103,7 +103,8 @@ def loss_and_grad(
         gw.copy_(torch.bmm(delta, inputs[i].transpose(1, 2)))  # [U, fan_out, fan_in]
         gb.copy_(delta.sum(dim=2))
         if i:
-            delta = torch.bmm(layers[i][0].transpose(1, 2), delta).mul_(inputs[i] > 0)  # [U, fan_in, B]
+            back = torch.bmm(layers[i][0].transpose(1, 2), delta)  # [U, fan_in, B]
+            delta = torch.ops.aten.threshold_backward(back, inputs[i], 0)  # ReLU mask, one pass
     return loss, grad
 
 
