@@ -2,10 +2,12 @@
 
     python benchmarks/bench_sweep.py [--depth 1] [--transient 300] [--steps 300] [--threads N]
 
-Part 1 times a 10-point non-adiabatic sweep (10 couplings, one seed, depth D) two ways, in
-one process on the same loaded MNIST: `decentral sweep` (one stacked ensemble of 10 replicas,
-written to a scratch sweep directory) and point by point (`decentral run`'s library call
-`execute`, once per point). Both evaluate on the full test set every 20 steps, as the paper.
+Part 1 times a 10-point non-adiabatic sweep (10 couplings, one seed, depth D) in one run:
+`decentral sweep` (one stacked ensemble of 10 replicas, written to a scratch sweep directory)
+against point by point in the same process on the same loaded MNIST (`decentral run`'s
+library call `execute`, once per point: the strict comparison), and also as 10 separate
+`decentral run` processes (what a user would otherwise type). All evaluate on the full test
+set every 20 steps, as the paper.
 Part 2 times the pieces of one paper-sized group (50 couplings x 1 seed, as `decentral sweep`
 stacks the paper grid) per depth -- training steps, evaluations, the final A_x -- and scales
 them to experiments/fig3.toml: 3 depths x 50 couplings x 10 seeds x 40,000 steps with 1,000
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -46,6 +50,17 @@ def batched_vs_points(data, depth: int, transient: int, steps: int) -> tuple[flo
     for sigma in cfg.sigmas():
         execute(cfg.run_config(depth, sigma, 0, None), data)
     return batched, time.perf_counter() - start
+
+
+def points_as_processes(depth: int, transient: int, steps: int, threads: int | None) -> float:
+    """The same 10 points as 10 `decentral run` processes (each imports torch, loads MNIST)."""
+    start = time.perf_counter()
+    for sigma in SIGMAS.split(","):
+        argv = [sys.executable, "-m", "decentral", "run", "--depth", str(depth), "--sigma", sigma,
+                "--transient", str(transient), "--steps", str(steps), "--eval-every", "20"]
+        subprocess.run(argv + (["--threads", str(threads)] if threads else []), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def paper_estimate(data, steps: int) -> float:
@@ -101,6 +116,9 @@ def main() -> None:
     print(f"  batched (one ensemble of 10): {batched:7.1f} s")
     print(f"  point by point (execute x10): {points:7.1f} s")
     print(f"  speed-up: {points / batched:.2f}x")
+    processes = points_as_processes(args.depth, args.transient, args.steps, args.threads)
+    print(f"  point by point as 10 `decentral run` processes: {processes:7.1f} s "
+          f"(speed-up {processes / batched:.2f}x; includes start-up and MNIST loading per point)")
     print("full Fig. 3 protocol (experiments/fig3.toml) on this machine, estimated:")
     total = paper_estimate(data, args.estimate_steps)
     print(f"  total: {total / 3600:.1f} h ({total / 86400:.2f} days)")

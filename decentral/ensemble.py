@@ -35,35 +35,37 @@ def shared_input_grad(arch: Architecture, theta: torch.Tensor, x: torch.Tensor, 
     """Gradient [K, S, N, P] of each unit's mean cross-entropy (no weight decay).
 
     theta [K, S, N, P]; x [K, N, B, I] and y [K, N, B]: the batch of unit n of seed k, shared
-    by the S replicas of that seed.
+    by the S replicas of that seed. Activations are kept transposed, [U, width, B], so every
+    product is W @ h (as decentral.model.loss_and_grad).
     """
     k, s, n, p = theta.shape
     b = x.shape[2]
     layers = arch.layers(theta.reshape(-1, p))  # views, U = K*S*N units
     w1, b1 = layers[0]
+    width = w1.shape[1]
     xs = x.reshape(k * n, b, -1)  # [K*N, B, I]
-    h = torch.bmm(xs, _wide(w1, k, s, n).transpose(1, 2))  # [K*N, B, S*H]
-    h = h.view(k, n, b, s, -1).permute(0, 3, 1, 2, 4).reshape(k * s * n, b, -1) + b1.unsqueeze(1)
-    inputs = [None]  # post-activation inputs of layers 1.. ; layer 0's input is the shared xs
+    h = torch.bmm(_wide(w1, k, s, n), xs.transpose(1, 2))  # [K*N, S*H, B]
+    h = h.view(k, n, s, width, b).transpose(1, 2).reshape(k * s * n, width, b) + b1.unsqueeze(2)  # [U, H, B]
+    inputs = [None]  # transposed inputs of layers 1.. ; layer 0's input is the shared xs
     for w, bias in layers[1:]:
         h = torch.relu(h)
         inputs.append(h)
-        h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
-    labels = y.unsqueeze(1).expand(k, s, n, b).reshape(-1, b, 1)  # [U, B, 1]
-    delta = torch.softmax(h, dim=-1)  # dL/dlogits [U, B, C]
-    delta.scatter_add_(-1, labels, torch.full_like(delta[..., :1], -1.0)).mul_(1.0 / b)
+        h = torch.baddbmm(bias.unsqueeze(2), w, h)  # [U, fan_out, B]
+    labels = y.unsqueeze(1).expand(k, s, n, b).reshape(-1, 1, b)  # [U, 1, B]
+    delta = torch.softmax(h, dim=1)  # dL/dlogits, transposed [U, C, B]
+    delta.scatter_add_(1, labels, torch.full_like(delta[:, :1], -1.0)).mul_(1.0 / b)
     grad = torch.empty_like(theta)
     grad_layers = arch.layers(grad.view(-1, p))
     for i in range(len(layers) - 1, 0, -1):
         gw, gb = grad_layers[i]
-        gw.copy_(torch.bmm(delta.transpose(1, 2), inputs[i]))
-        gb.copy_(delta.sum(dim=1))
-        delta = torch.bmm(delta, layers[i][0]).mul_(inputs[i] > 0)
+        gw.copy_(torch.bmm(delta, inputs[i].transpose(1, 2)))
+        gb.copy_(delta.sum(dim=2))
+        delta = torch.bmm(layers[i][0].transpose(1, 2), delta).mul_(inputs[i] > 0)  # [U, fan_in, B]
     gw, gb = grad_layers[0]
-    wide_delta = delta.view(k, s, n, b, -1).permute(0, 2, 3, 1, 4).reshape(k * n, b, -1)  # [K*N, B, S*H]
-    g_wide = torch.bmm(wide_delta.transpose(1, 2), xs)  # [K*N, S*H, I]
-    gw.copy_(g_wide.view(k, n, s, -1, xs.shape[-1]).transpose(1, 2).reshape(gw.shape))
-    gb.copy_(delta.sum(dim=1))
+    wide_delta = delta.view(k, s, n, width, b).transpose(1, 2).reshape(k * n, s * width, b)  # [K*N, S*H, B]
+    g_wide = torch.bmm(wide_delta, xs)  # [K*N, S*H, I]
+    gw.copy_(g_wide.view(k, n, s, width, -1).transpose(1, 2).reshape(gw.shape))
+    gb.copy_(delta.sum(dim=2))
     return grad
 
 
