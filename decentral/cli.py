@@ -139,6 +139,17 @@ def _theory_config(args):
                         seed=args.seed, workers=args.workers)
 
 
+def _topology_provenance(path: str | None) -> dict | None:
+    """Name and sha256 of a graph file, recorded with the results it produced."""
+    if not path:
+        return None
+    from pathlib import Path
+
+    from .topology import file_digest
+
+    return {"name": Path(path).name, "sha256": file_digest(path)}
+
+
 def _cmd_theory(args) -> int:
     from pathlib import Path
 
@@ -149,6 +160,9 @@ def _cmd_theory(args) -> int:
         raise UserInputError(f"--out must end in .csv or .parquet, got {args.out!r}")
     cfg = _theory_config(args)
     table = run_theory(cfg)
+    topology = _topology_provenance(args.topology)
+    if topology:
+        table["topology"], table["topology_sha256"] = topology["name"], topology["sha256"]
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         (table.to_csv(args.out, index=False) if args.out.endswith(".csv")
@@ -162,7 +176,7 @@ def _cmd_theory(args) -> int:
         plots = [str(p) for p in plot_fig2(table, delta, cfg.gamma, args.plot)]
     if args.json:
         _print_json({"rows": table.to_dict(orient="records"), "learning_path": path.summary(),
-                     "out": args.out, "plots": plots})
+                     "topology": topology, "out": args.out, "plots": plots})
         return 0
     print(table[["depth", "protocol", "sigma", "m_abs_mean", "m_abs_std", "loss_mean",
                  "loss_std", "accuracy_eff"]].to_string(index=False, float_format="%.4g"))

@@ -9,6 +9,7 @@ rebuilt from the points after every group.
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -201,6 +202,15 @@ def topology_digests(cfg: SweepConfig) -> dict[str, str] | None:
     return {Path(t).name: file_digest(t) for t in files} or None
 
 
+def _copy_topologies(cfg: SweepConfig, root: Path) -> None:
+    """Keep a copy of every graph file beside the results (its hash is in sweep.json)."""
+    files = [t for t in cfg.topologies() if t is not None]
+    if files:
+        (Path(root) / "topologies").mkdir(exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, Path(root) / "topologies" / Path(path).name)
+
+
 def run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None = None) -> SweepReport:
     """Run (or resume) the sweep into cfg.out; returns what was done."""
     start = time.perf_counter()
@@ -209,6 +219,7 @@ def run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None = None) -> Swee
     science = science_dict(cfg, topology_digests(cfg))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)
     _warn_unstable(cfg)
+    _copy_topologies(cfg, root)
     groups = plan_groups(cfg, root)
     sink = StoreSink(root)
     if groups and cfg.backend == "ray":
