@@ -61,6 +61,20 @@ def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.T
     return values.to(device=device, dtype=dtype).view(n_replicas, 1, 1)
 
 
+def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int):
+    """batches(step) -> (x [K*N, B, n_in], y [K*N, B]): the batch each (seed, unit) stream
+    trains on at `step`, gathered from the shard-sorted training split (seed-major)."""
+    keys = [(s, u) for s in seeds for u in range(shards.n_units)]
+    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, shards.train.x.device)
+    train_x, train_y = shards.train.x, shards.train.y
+
+    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = indexer.indices(step)  # [K*N, B]
+        return train_x.index_select(0, idx.view(-1)).view(*idx.shape, -1), train_y[idx]
+
+    return batches
+
+
 def make_step_fn(
     arch: Architecture,
     shards: Shards,
@@ -74,16 +88,12 @@ def make_step_fn(
     q [N, N] or [R, N, N]; sigma [R, 1, 1]; shards on the engine's device; seeds [R].
     """
     n_units = shards.n_units
-    keys = [(s, u) for s in seeds for u in range(n_units)]
-    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, shards.train.x.device)
-    train_x, train_y = shards.train.x, shards.train.y
+    batches = batch_source(shards, seeds, hyper.batch_size)
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
-        idx = indexer.indices(state.step)  # [R*N, B]
-        flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
-        x = train_x.index_select(0, idx.view(-1)).view(*idx.shape, -1)  # [R*N, B, n_in]
-        _, grad = loss_and_grad(arch, flat, x, train_y[idx])
+        x, y = batches(state.step)  # [R*N, B, n_in], [R*N, B]
+        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), x, y)
         new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
                          n_units=n_units, weight_decay=hyper.weight_decay)
         return EngineState(new, state.step + 1)

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .data import Shards, Split
-from .engine import EngineState, Hyper, init_theta
+from .engine import EngineState, Hyper, batch_source, init_theta
 from .model import Architecture
 from .observables import parameter_stats
-from .streams import BatchIndexer
 from .update import euler_step
 
 EVAL_UNIT_CHUNK = 64  # units whose test logits are computed together (bounds memory)
@@ -85,15 +84,13 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
     q [N, N] or [R, N, N]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    keys = [(s, u) for s in seeds for u in range(n_units)]
-    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, shards.train.x.device)
-    train_x, train_y = shards.train.x, shards.train.y
+    batches = batch_source(shards, seeds, hyper.batch_size)
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
-        idx = indexer.indices(state.step)  # [K*N, B]
-        x = train_x.index_select(0, idx.view(-1)).view(n_seeds, n_units, idx.shape[1], -1)  # [K, N, B, I]
-        y = train_y[idx].view(n_seeds, n_units, -1)  # [K, N, B]
+        x, y = batches(state.step)  # [K*N, B, I], [K*N, B]
+        x = x.view(n_seeds, n_units, *x.shape[1:])  # [K, N, B, I]
+        y = y.view(n_seeds, n_units, -1)  # [K, N, B]
         grad = shared_input_grad(arch, theta.view(n_seeds, per_seed, *theta.shape[1:]), x, y)
         new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
                          n_units=n_units, weight_decay=hyper.weight_decay)
