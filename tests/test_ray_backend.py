@@ -118,10 +118,16 @@ def test_run_stops_clearly_when_the_cluster_cannot_host_a_replacement(ray_sessio
     problem = make_problem(synthetic_data)
     blocker = []
 
+    class Sleeper:  # defined here so that Ray pickles it by value for its workers
+        def ping(self) -> bool:
+            return True
+
     def kill_and_take_its_cpu(block, handles):
         if block == 1:
             ray_session.kill(handles[1])
             blocker.append(ray_session.remote(num_cpus=1.0)(Sleeper).remote())
+            # hold the freed CPU before the driver notices the death and asks for a replacement
+            ray_session.get(blocker[-1].ping.remote(), timeout=120)
 
     try:
         with pytest.raises(UserInputError, match=r"could not start unit actors \[1\]"):
@@ -129,11 +135,6 @@ def test_run_stops_clearly_when_the_cluster_cannot_host_a_replacement(ray_sessio
     finally:
         for handle in blocker:
             ray_session.kill(handle)
-
-
-class Sleeper:
-    def ping(self) -> bool:
-        return True
 
 
 def test_gossip_period_couples_every_tau_steps_with_tau_sigma(ray_session, synthetic_data):
