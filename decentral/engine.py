@@ -70,7 +70,9 @@ def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int):
 
     def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = indexer.indices(step)  # [K*N, B]
-        return train_x.index_select(0, idx.view(-1)).view(*idx.shape, -1), train_y[idx]
+        flat = idx.view(-1)
+        return (train_x.index_select(0, flat).view(*idx.shape, -1),
+                train_y.index_select(0, flat).view(idx.shape))
 
     return batches
 
