@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .data import Shards, Split
 from .engine import EngineState, Hyper, batch_source, init_theta
-from .model import Architecture
+from .model import Architecture, per_sample_scores
 from .observables import parameter_stats
 from .update import euler_step
 
@@ -101,16 +100,7 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
 
 def _unit_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean test loss and accuracy [U] of units theta [U, P] on the shared test split."""
-    layers = arch.layers(theta)
-    w1, b1 = layers[0]
-    n_units, width, n_in = w1.shape
-    h = (test.x @ w1.reshape(-1, n_in).T).view(len(test.y), n_units, width)  # [T, U, H]
-    h = h.transpose(0, 1) + b1.unsqueeze(1)  # [U, T, H]
-    for w, bias in layers[1:]:
-        h = torch.baddbmm(bias.unsqueeze(1), torch.relu(h), w.transpose(1, 2))
-    labels = test.y.expand(n_units, -1)  # [U, T]
-    loss = F.cross_entropy(h.transpose(1, 2), labels, reduction="none")  # [U, T]
-    correct = h.argmax(dim=-1) == labels
+    loss, correct = per_sample_scores(arch, theta, test.x, test.y)  # [U, T] each
     return loss.double().mean(dim=1), correct.double().mean(dim=1)
 
 

@@ -64,8 +64,10 @@ def forward(arch: Architecture, theta: torch.Tensor, x: torch.Tensor) -> torch.T
     h = x
     layers = arch.layers(theta)
     for i, (w, b) in enumerate(layers):
-        if h.dim() == 2:  # shared inputs: one GEMM broadcast over units
-            h = torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
+        if h.dim() == 2:  # inputs shared by all units: one wide GEMM [B, n_in] x [n_in, U*out]
+            n_units, fan_out, fan_in = w.shape
+            wide = h @ w.reshape(-1, fan_in).T  # [B, U*out]
+            h = wide.view(len(h), n_units, fan_out).transpose(0, 1) + b.unsqueeze(1)  # [U, B, out]
         else:
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         if i < len(layers) - 1:

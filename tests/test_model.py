@@ -24,6 +24,9 @@ def test_loss_and_grad_match_autograd_of_equivalent_module(depth):
         assert torch.allclose(loss[u], ref, atol=1e-6)
         assert torch.allclose(grad[u], ref_grad, atol=1e-6)
         assert torch.allclose(forward(arch, theta[u : u + 1], x[u])[0], net(x[u]), atol=1e-5)
+    shared = forward(arch, theta, x[0])  # [U, B, C]: every unit on the same inputs
+    for u in range(3):
+        assert torch.allclose(shared[u], arch.to_module(theta[u])(x[0]), atol=1e-5)
 
 
 def test_parameter_counts_follow_the_paper_architecture():
