@@ -68,7 +68,8 @@ def paper_estimate(data, steps: int) -> float:
     per depth: time per training step, per evaluation and for the final A_x, scaled to
     20,000 + 20,000 steps with an evaluation every 20 measured steps."""
     from decentral.engine import Hyper, coupling_tensor, sigma_tensor
-    from decentral.ensemble import ensemble_observables, init_ensemble, make_ensemble_step_fn
+    from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+    from decentral.observables import replica_observables
     from decentral.run import final_cross, prepare
 
     grid, seeds, point_steps, evals = paper_grid(), 10, 40_000, 20_000 // 20
@@ -81,7 +82,7 @@ def paper_estimate(data, steps: int) -> float:
         step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, n, "cpu"),
                                         sigma_tensor(grid, n, "cpu"), [0], n, Hyper())
         step = _timed(lambda: [step_fn(state) for _ in range(steps)]) / (steps * n)
-        evaluate = _timed(lambda: ensemble_observables(problem.arch, state.theta, problem.test)) / n
+        evaluate = _timed(lambda: replica_observables(problem.arch, state.theta, problem.test)) / n
         cross = _timed(lambda: final_cross(problem.arch, state.theta, problem.test)) / n
         per_point = point_steps * step + evals * evaluate + cross
         points = n * seeds * (2 if depth == 2 else 1)  # D=2 also runs the adiabatic chains

@@ -6,8 +6,6 @@ bound of the explicit Euler coupling, lr * sigma * lambda_max(L) / N < 2.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .errors import UserInputError
@@ -57,15 +55,10 @@ def sigma_max_stable(q: np.ndarray, lr: float) -> float:
     return float("inf") if lam == 0 else 2.0 * len(q) / (lr * lam)
 
 
-def check_stability(q: np.ndarray, lr: float, sigma: float) -> float:
-    """Warn clearly when the coupling step is unstable; return the stability number."""
+def stability_warning(q: np.ndarray, lr: float, sigma: float) -> str | None:
+    """A clear message when the coupled Euler step is unstable (number >= 2), else None."""
     number = stability_number(q, lr, sigma)
-    if number >= 2.0:
-        warnings.warn(
-            f"unstable coupling: lr*sigma*lambda_max/N = {number:.3g} >= 2 "
-            f"(sigma={sigma:g}, largest stable sigma {sigma_max_stable(q, lr):.4g}); "
-            "parameters will diverge",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return number
+    if number < 2.0:
+        return None
+    return (f"unstable coupling: lr*sigma*lambda_max/N = {number:.3g} >= 2 "
+            f"(sigma={sigma:g}, largest stable sigma {sigma_max_stable(q, lr):.4g}); expect divergence")

@@ -14,14 +14,10 @@ from typing import Sequence
 
 import torch
 
-from .data import Shards, Split
+from .data import Shards
 from .engine import EngineState, Hyper, batch_source, init_theta
-from .model import Architecture, per_sample_scores
-from .observables import parameter_stats
+from .model import Architecture
 from .update import euler_step
-
-EVAL_UNIT_CHUNK = 64  # units whose test logits are computed together (bounds memory)
-
 
 def _wide(w: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
     """First-layer weights [K*S*N, H, I] regrouped per (seed, unit) as [K*N, S*H, I] (a copy)."""
@@ -96,21 +92,3 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
         return EngineState(new, state.step + 1)
 
     return step_fn
-
-
-def _unit_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean test loss and accuracy [U] of units theta [U, P] on the shared test split."""
-    loss, correct = per_sample_scores(arch, theta, test.x, test.y)  # [U, T] each
-    return loss.double().mean(dim=1), correct.double().mean(dim=1)
-
-
-def ensemble_observables(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, torch.Tensor]:
-    """Per replica [R]: <L>, <A> on the test split and the parameter statistics."""
-    n_rep, n_units, n_par = theta.shape
-    flat = theta.reshape(-1, n_par)  # [R*N, P]
-    with torch.no_grad():
-        parts = [_unit_scores(arch, flat[i : i + EVAL_UNIT_CHUNK], test)
-                 for i in range(0, len(flat), EVAL_UNIT_CHUNK)]
-        loss = torch.cat([p[0] for p in parts]).view(n_rep, n_units)
-        acc = torch.cat([p[1] for p in parts]).view(n_rep, n_units)
-        return {"loss": loss.mean(dim=1), "accuracy": acc.mean(dim=1), **parameter_stats(theta)}

@@ -61,6 +61,12 @@ def test_metrics(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[s
     return {"loss": loss.mean(dim=(1, 2)), "accuracy": acc.mean(dim=(1, 2))}
 
 
+def replica_observables(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, torch.Tensor]:
+    """Every time-series observable per replica [R]: <L>, <A> and the parameter statistics."""
+    with torch.no_grad():
+        return {**test_metrics(arch, theta, test), **parameter_stats(theta)}
+
+
 def finite_replicas(theta: torch.Tensor) -> torch.Tensor:
     """[R] bool: every parameter of the replica is finite."""
     return torch.isfinite(theta).flatten(1).all(dim=1)

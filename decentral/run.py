@@ -21,7 +21,7 @@ from .data import Shards, Split, load_mnist_split, partition, resolve_data_root,
 from .engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
 from .errors import UserInputError
 from .model import Architecture
-from .observables import cross_scores, finite_replicas, parameter_stats, test_metrics
+from .observables import cross_scores, finite_replicas, replica_observables
 from .runner import Measurement, Phases, progress_bar, run_phases
 
 
@@ -77,16 +77,6 @@ def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     return Problem(arch, shards, test, q, topo)
 
 
-def stability_message(cfg: RunConfig, q: np.ndarray) -> tuple[float, str | None]:
-    """The stability number lr*sigma*lambda_max/N and a warning text when it is >= 2."""
-    number = coupling.stability_number(q, cfg.lr, cfg.sigma)
-    if number < 2.0:
-        return number, None
-    limit = coupling.sigma_max_stable(q, cfg.lr)
-    return number, (f"unstable coupling: lr*sigma*lambda_max/N = {number:.3g} >= 2 "
-                    f"(sigma={cfg.sigma:g}, largest stable sigma {limit:.4g}); expect divergence")
-
-
 def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measurement]:
     """Train on the vectorized local engine; returns final parameters [1, N, P] and the series."""
     device = resolve_device(cfg.device)
@@ -114,9 +104,7 @@ def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measureme
 
 def observe(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, np.ndarray]:
     """All time-series observables per replica [R] as numpy arrays."""
-    with torch.no_grad():
-        values = {**test_metrics(arch, theta, test), **parameter_stats(theta)}
-    return {k: v.cpu().numpy() for k, v in values.items()}
+    return {k: v.cpu().numpy() for k, v in replica_observables(arch, theta, test).items()}
 
 
 def final_cross(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +186,7 @@ def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
         torch.set_num_threads(cfg.threads)
     resolve_device(cfg.device)  # fail fast, before loading data
     problem = prepare(cfg, data)
-    _, message = stability_message(cfg, problem.q)
+    message = coupling.stability_warning(problem.q, cfg.lr, cfg.sigma)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     if cfg.backend == "ray":

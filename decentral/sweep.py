@@ -22,9 +22,9 @@ import torch
 from . import coupling
 from .data import Shards, Split, load_mnist, resolve_data_root
 from .engine import EngineState, Hyper, coupling_tensor, sigma_tensor
-from .ensemble import ensemble_observables, init_ensemble, make_ensemble_step_fn
+from .ensemble import init_ensemble, make_ensemble_step_fn
 from .observables import finite_replicas
-from .run import Problem, final_cross, prepare, resolve_device
+from .run import Problem, final_cross, observe, prepare, resolve_device
 from .runner import Phases, progress_bar, run_phases
 from .sweep_analysis import write_analysis
 from .sweep_config import SweepConfig, config_hash, science_dict
@@ -72,7 +72,7 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
                 holder["state"] = step_fn(holder["state"])
 
     def evaluate() -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in ensemble_observables(problem.arch, holder["state"].theta, test).items()}
+        return observe(problem.arch, holder["state"].theta, test)
 
     progress = _ReplicaProgress(bar, n_rep)
     meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),

@@ -48,10 +48,10 @@ from decentral import coupling, topology
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
 from decentral.engine import Hyper, coupling_tensor, sigma_tensor
-from decentral.ensemble import ensemble_observables, init_ensemble, make_ensemble_step_fn
+from decentral.ensemble import init_ensemble, make_ensemble_step_fn
 from decentral.errors import UserInputError
 from decentral.observables import finite_replicas
-from decentral.run import prepare
+from decentral.run import observe, prepare
 from decentral.runner import Phases, run_phases
 from decentral.theory import TheoryConfig, run_theory
 
@@ -227,8 +227,7 @@ def measure(arch, state, step_fn, test, phases: Phases, log=print):
                 f"({time.perf_counter() - holder['t0']:.0f} s)")
 
     def evaluate():
-        values = ensemble_observables(arch, holder["state"].theta, test)
-        return {k: v.cpu().numpy() for k, v in values.items()}
+        return observe(arch, holder["state"].theta, test)
 
     meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
                       phases)
