@@ -13,21 +13,26 @@ from __future__ import annotations
 import torch
 
 
-def diffusion(q_rows: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def diffusion(q_rows: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor,
+              degree: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j q_ij (theta_j - theta_i) for each target row i.
 
     q_rows:  [n, M] rows of Q for the n target units, columns for the M source units
              (dense or sparse COO/CSR).
     sources: [M, P] parameters theta_j(t) of the source units.
     targets: [n, P] parameters theta_i(t) of the target units.
+    degree:  [n, 1] sum_j q_ij, when q_rows does not carry it (sources that are already
+             linear combinations of units, e.g. a block's compressed snapshot); else q_rows' row sums.
     Returns  [n, P].
     """
     if q_rows.is_sparse or q_rows.layout == torch.sparse_csr:
         pulled = torch.sparse.mm(q_rows, sources)  # [n, P]
-        degree = torch.sparse.sum(q_rows, dim=1).to_dense().unsqueeze(1)  # [n, 1]
+        if degree is None:
+            degree = torch.sparse.sum(q_rows, dim=1).to_dense().unsqueeze(1)  # [n, 1]
     else:
         pulled = q_rows @ sources  # [n, P]
-        degree = q_rows.sum(dim=1, keepdim=True)  # [n, 1]
+        if degree is None:
+            degree = q_rows.sum(dim=1, keepdim=True)  # [n, 1]
     return pulled - degree * targets
 
 
@@ -41,6 +46,7 @@ def euler_step(
     sigma: float,
     n_units: int,
     weight_decay: float,
+    degree: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step of Eq. 2 for the target units; returns the new parameters.
 
@@ -48,10 +54,11 @@ def euler_step(
     grad:    [n, P] gradient of the data loss at theta(t) (weight decay is added here).
     q_rows, sources: as in :func:`diffusion`; in a local engine sources is theta itself.
     sigma:   Eq. 2's sigma (not sigma/N); n_units is the N of Eq. 2.
+    degree:  optional [n, 1] row sums of the full Q, see :func:`diffusion`.
     """
-    if q_rows.is_sparse or q_rows.layout == torch.sparse_csr or sources is not theta:
+    if q_rows.is_sparse or q_rows.layout == torch.sparse_csr or sources is not theta or degree is not None:
         local = grad + weight_decay * theta  # [n, P]
-        coupling = diffusion(q_rows, sources, theta)  # [n, P]
+        coupling = diffusion(q_rows, sources, theta, degree)  # [n, P]
         return theta - lr * local + (lr * sigma / n_units) * coupling
     return _fused_local_step(theta, grad, q_rows, lr=lr, sigma=sigma, n_units=n_units,
                              weight_decay=weight_decay)
