@@ -91,6 +91,28 @@ def test_ray_equals_local_engine_on_a_directed_graph_with_blocks(ray_session, sy
     theta_local, _ = local_run(problem, cfg)
     torch.testing.assert_close(theta, theta_local, atol=1e-5, rtol=0)
     assert extra["actors"] == 2 and extra["messages"] == 30 * 2
+    # unit 3 needs only q_30 theta_0 + q_31 theta_1 from block (0, 1, 2): one row, not three
+    assert extra["bytes"] == 30 * 2 * Architecture(1, 20).n_params * 4
+
+
+def mixed_blocks() -> np.ndarray:
+    """Blocks (0, 1) and (2, 3): (2, 3) is read through one row (compressed), (0, 1) through
+    two distinct rows (sent raw)."""
+    q = np.zeros((N, N))
+    q[0, 1] = q[1, 0] = q[2, 3] = q[3, 2] = 1.0
+    q[:2, 2:] = 0.5  # units 0 and 1 both need 0.5 (theta_2 + theta_3)
+    q[2, 0], q[3, 1] = 1.0, 2.0  # units 2 and 3 need different rows of block (0, 1)
+    return q
+
+
+def test_ray_equals_local_engine_when_some_blocks_compress_and_some_do_not(ray_session, synthetic_data):
+    problem = make_problem(synthetic_data, mixed_blocks())
+    cfg = config(units_per_actor=2)
+    theta, _, extra = ray_run(problem, cfg)
+    theta_local, _ = local_run(problem, cfg)
+    torch.testing.assert_close(theta, theta_local, atol=1e-5, rtol=0)
+    assert extra["messages"] == 30 * 2
+    assert extra["bytes"] == 30 * (1 + 2) * Architecture(1, 20).n_params * 4  # rows sent: 1 and 2
 
 
 def test_killed_actor_is_restarted_and_the_run_ends_with_the_same_numbers(reference):
@@ -141,6 +163,7 @@ def test_gossip_period_couples_every_tau_steps_with_tau_sigma(ray_session, synth
     problem = make_problem(synthetic_data)
     theta, _, extra = ray_run(problem, config(gossip_period=10, units_per_actor=2))
     assert extra["messages"] == 3 * 2  # steps 9, 19, 29 only, two actors
+    assert extra["bytes"] == 3 * 2 * Architecture(1, 20).n_params * 4  # mean field: block sums
     theta_one_actor, _, extra_one = ray_run(problem, config(gossip_period=10, units_per_actor=N))
     assert extra_one["messages"] == 0
     torch.testing.assert_close(theta, theta_one_actor, atol=1e-5, rtol=0)

@@ -13,7 +13,8 @@ from decentral.data import Split, make_shards
 from decentral.model import Architecture
 from decentral import observables
 from decentral.ray_backend import plan
-from decentral.ray_backend.block import block_stats, combine_stats
+from decentral.ray_backend.block import BlockHyper, block_stats, combine_stats, coupled_step, payload
+from decentral.update import euler_step
 from decentral.ray_backend.gossip import Aborted, Inbox
 from decentral.ray_backend.sources import InlineSource
 
@@ -29,9 +30,84 @@ def test_blocks_read_exactly_the_neighbours_of_their_units():
     blocks = plan.make_blocks(ring(6), units_per_actor=2)
     assert [b.units for b in blocks] == [(0, 1), (2, 3), (4, 5)]
     assert blocks[0].sources == (1, 2) and blocks[0].readers == (1, 2)
-    assert blocks[1].source_units == (2, 3, 0, 1, 4, 5)
-    b = blocks[1]
-    np.testing.assert_array_equal(b.q_rows, ring(6)[np.ix_(b.units, b.source_units)])
+    b = blocks[1]  # readers need Q[1, (2, 3)] = [1, 0] and Q[4, (2, 3)] = [0, 1]: k = 2, raw
+    assert b.raw and b.source_rows == (2, 2)
+    np.testing.assert_array_equal(b.q_rows, ring(6)[np.ix_(b.units, (2, 3, 0, 1, 4, 5))])
+
+
+def two_communities() -> np.ndarray:
+    """Two complete 4-cliques joined by one weighted edge each way (3 -> 4 and 4 -> 3)."""
+    q = np.zeros((8, 8))
+    q[:4, :4] = q[4:, 4:] = 1.0
+    np.fill_diagonal(q, 0.0)
+    q[3, 4], q[4, 3] = 0.5, 2.0
+    return q
+
+
+def weighted_directed(n: int = 7, seed: int = 0) -> np.ndarray:
+    """A random sparse directed graph with repeated and distinct weights."""
+    rng = np.random.default_rng(seed)
+    q = rng.choice([0.0, 0.0, 0.5, 1.0, 3.0], size=(n, n))
+    np.fill_diagonal(q, 0.0)
+    return q
+
+
+GRAPHS = {"mean_field": coupling.mean_field(10), "ring": ring(9), "communities": two_communities(),
+          "weighted_directed": weighted_directed()}
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+@pytest.mark.parametrize("upa", [1, 2, 3, 4, 5])
+def test_compressed_sources_reproduce_every_coupling_sum_exactly(name, upa):
+    q = GRAPHS[name]
+    blocks = plan.make_blocks(q, upa)  # uneven blocks whenever upa does not divide N
+    for a in blocks:
+        assert a.q_rows.shape == (len(a.units), len(a.units) + sum(a.source_rows))
+        np.testing.assert_array_equal(a.degree, q[list(a.units)].sum(axis=1))
+        np.testing.assert_array_equal(a.q_rows[:, :len(a.units)], q[np.ix_(a.units, a.units)])
+        start = len(a.units)
+        for b, k in zip(a.sources, a.source_rows, strict=True):
+            src = blocks[b]
+            assert k == len(src.send_rows) and k <= len(src.units)
+            cols = a.q_rows[:, start:start + k]  # [n_A, k]
+            start += k
+            np.testing.assert_array_equal(cols @ src.send_rows, q[np.ix_(a.units, src.units)])
+            if not src.raw:
+                assert set(np.unique(cols)) <= {0.0, 1.0} and (cols.sum(axis=1) <= 1).all()
+        assert a.raw == (len(a.send_rows) == len(a.units))  # compressed: k < n
+        if a.raw:
+            np.testing.assert_array_equal(a.send_rows, np.eye(len(a.units)))
+
+
+def test_mean_field_blocks_send_their_sum():
+    blocks = plan.make_blocks(coupling.mean_field(10), 5)
+    for b in blocks:
+        assert not b.raw and b.source_rows == (1,)
+        np.testing.assert_array_equal(b.send_rows, np.ones((1, 5)))
+        np.testing.assert_array_equal(b.q_rows[:, 5:], np.ones((5, 1)))
+    assert plan.rows_per_coupling(blocks) == 2
+    assert all(b.raw for b in plan.make_blocks(coupling.mean_field(10), 1))  # one unit: unchanged
+    assert plan.rows_per_coupling(plan.make_blocks(coupling.mean_field(10), 1)) == 90
+
+
+def test_mean_field_payload_is_a_fifth_of_the_block_and_gives_the_same_step():
+    arch = Architecture(1, 20)
+    q = coupling.mean_field(10)
+    blocks = plan.make_blocks(q, 5)
+    theta = torch.randn(10, arch.n_params, dtype=torch.float64)  # [N, P]
+    grad = torch.randn_like(theta)
+    hyper = BlockHyper(lr=0.1, weight_decay=1e-3, batch_size=8, sigma=30.0, n_units=10,
+                       gossip_period=1, staleness=0, seed=0, init="pytorch")
+    sent = [payload(theta[list(b.units)], torch.from_numpy(b.send_rows)) for b in blocks]  # [1, P]
+    assert sent[0].numpy().nbytes * 5 == theta[:5].numpy().nbytes
+    mine, other = blocks[0], sent[1]
+    new = coupled_step(theta[:5], grad[:5], torch.from_numpy(mine.q_rows), torch.cat([theta[:5], other]),
+                       torch.from_numpy(mine.degree).unsqueeze(1), hyper)
+    want = euler_step(theta, grad, torch.from_numpy(q), theta, lr=0.1, sigma=30.0, n_units=10,
+                      weight_decay=1e-3)[:5]
+    torch.testing.assert_close(new, want, rtol=1e-12, atol=1e-12)
+    one = theta[:1]
+    assert payload(one, None) is one  # raw: the block itself, no product
 
 
 def test_directed_edges_send_only_to_readers():
@@ -48,6 +124,7 @@ def test_mean_field_message_count_and_uneven_blocks():
     blocks = plan.make_blocks(coupling.mean_field(10), 4)
     assert [len(b.units) for b in blocks] == [4, 4, 2]
     assert plan.messages_per_coupling(blocks) == 6
+    assert [b.source_rows for b in blocks] == [(1, 1)] * 3  # each block sends its sum
 
 
 def test_gossip_period_schedule_and_staleness_window():

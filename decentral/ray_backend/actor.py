@@ -1,5 +1,7 @@
 """The thin unit actor: holds a block of units (parameters, private data, step) and forwards
-every computation to the pure functions of `block`, every exchange to `gossip`.
+every computation to the pure functions of `block`, every exchange to `gossip`. At a
+coupling step it publishes its block's payload (`block.payload`: the compressed snapshot
+R @ theta of `plan`, or theta itself) and steps with its own rows and its sources' payloads.
 
 It is an asyncio actor: while `advance` awaits neighbours' snapshots, the event loop serves
 their `receive` calls (and the driver's `abort`), so actors gossip among themselves inside
@@ -30,6 +32,9 @@ class UnitActor:
         self.data = source.load(plan_block.units)  # on this node, from the data root
         self.indexer = B.make_indexer(hyper, plan_block.units, self.data)
         self.q_rows = torch.as_tensor(plan_block.q_rows, dtype=torch.float32)  # [n, M]
+        self.degree = torch.as_tensor(plan_block.degree, dtype=torch.float32).unsqueeze(1)  # [n, 1]
+        self.send_rows = None if plan_block.raw else torch.as_tensor(plan_block.send_rows,
+                                                                     dtype=torch.float32)  # [k, n]
         self.theta = B.initial_block(arch, hyper, plan_block.units)  # [n, P]
         self.step = 0
         self.inbox = Inbox(plan_block.sources)
@@ -67,15 +72,15 @@ class UnitActor:
     async def _one_step(self) -> None:
         t, hyper = self.step, self.hyper
         coupled = hyper.sigma != 0 and is_coupling_step(t, hyper.gossip_period)
-        if coupled:
-            publish(ray, self.readers, self.plan.index, t, self.theta.numpy(), self.inbox.epoch,
-                    self.traffic)
         with torch.no_grad():
+            if coupled and self.readers:
+                sent = B.payload(self.theta, self.send_rows).numpy()  # [k, P]
+                publish(ray, self.readers, self.plan.index, t, sent, self.inbox.epoch, self.traffic)
             grad = B.local_gradient(self.arch, self.theta, self.data, self.indexer, t)  # [n, P]
             if coupled:
-                snapshots = [torch.from_numpy(a) for a in await self._neighbours(t)]
-                sources = torch.cat([self.theta, *snapshots])  # [M, P]
-                self.theta = B.coupled_step(self.theta, grad, self.q_rows, sources, hyper)
+                payloads = [torch.from_numpy(a) for a in await self._neighbours(t)]  # [k_B, P] each
+                sources = torch.cat([self.theta, *payloads])  # [M, P], M = n + sum k_B
+                self.theta = B.coupled_step(self.theta, grad, self.q_rows, sources, self.degree, hyper)
             else:
                 self.theta = B.local_step(self.theta, grad, hyper)
         self.step = t + 1

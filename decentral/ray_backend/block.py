@@ -58,11 +58,18 @@ def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: in
     return grad
 
 
-def coupled_step(theta, grad, q_rows, sources, hyper: BlockHyper) -> torch.Tensor:
-    """Eq. 2 with neighbours' snapshots: sources [M, P] in the block's source_units order."""
+def payload(theta: torch.Tensor, send_rows: torch.Tensor | None) -> torch.Tensor:
+    """What the block publishes at a coupling step: R @ theta [k, P] with R = send_rows [k, n],
+    or theta [n, P] itself when send_rows is None (raw; see `plan`)."""
+    return theta if send_rows is None else send_rows @ theta
+
+
+def coupled_step(theta, grad, q_rows, sources, degree, hyper: BlockHyper) -> torch.Tensor:
+    """Eq. 2 from the block's stack: theta [n, P], grad [n, P], q_rows [n, M] (plan.Block.q_rows),
+    sources [M, P] = theta and the sources' payloads stacked, degree [n, 1] Q's row sums."""
     return euler_step(theta, grad, q_rows, sources, lr=hyper.lr,
                       sigma=coupling_sigma(hyper.sigma, hyper.gossip_period),
-                      n_units=hyper.n_units, weight_decay=hyper.weight_decay)
+                      n_units=hyper.n_units, weight_decay=hyper.weight_decay, degree=degree)
 
 
 def local_step(theta, grad, hyper: BlockHyper) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """The snapshot exchange protocol between actors: publish once, read neighbours directly.
 
-At each coupling step t an actor sends its block's parameters theta(t) to each reader
-(`reader.receive.remote(...)`, fire and forget): inline in the call when the snapshot is
-small (one unit: 64 KB), else put into the object store once (`ray.put`) with only the
-object ref sent to each reader. Readers keep what they receive in an :class:`Inbox`, keyed
+At each coupling step t an actor sends its block's payload (the compressed snapshot
+R @ theta(t) [k, P] that `plan` chose, or theta(t) itself) to each reader
+(`reader.receive.remote(...)`, fire and forget): inline in the call when it is small (one
+row: 64 KB for D=1), else put into the object store once (`ray.put`) with only the object
+ref sent to each reader. Readers keep what they receive in an :class:`Inbox`, keyed
 by source actor and step, and await the refs they use: parameters travel actor to actor and
 never through the driver. Synchronous gossip (staleness 0) waits for the
 snapshots of step t exactly, which is Eq. 2; bounded staleness s accepts the newest snapshot
@@ -33,11 +34,12 @@ class Aborted(Exception):
 
 @dataclass
 class Traffic:
-    """Messages and payload bytes this actor has sent."""
+    """Messages and payload bytes this actor has sent (bytes: the arrays actually sent, once
+    per reader; an object-store payload counts once per reader too)."""
 
     messages: int = 0
     bytes: int = 0
-    snapshots: int = 0  # snapshots published (one ray.put each)
+    snapshots: int = 0  # payloads published (one per coupling step with readers)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Inbox:
 
 
 def publish(ray, readers: dict, source: int, step: int, payload, epoch: int, traffic: Traffic):
-    """Send payload (numpy [n, P]) to each reader: inline in the call when small, else put it
+    """Send payload (numpy [k, P]) to each reader: inline in the call when small, else put it
     in the object store once and send the ref (a list, so Ray passes the ref, not the value)."""
     if not readers:
         return

@@ -1,10 +1,20 @@
-"""Pure planning of the distributed run: which actor hosts which units, who reads whom, and
-when units couple. No Ray here: the blocks and the schedule are plain data, tested alone.
+"""Pure planning of the distributed run: which actor hosts which units, who reads whom, what
+each actor sends, and when units couple. No Ray here: the blocks and the schedule are plain
+data, tested alone.
 
 Unit i reads unit j when q_ij != 0 (Eq. 2 sums q_ij (theta_j - theta_i)). An actor hosts a
-block of units I and needs, at each coupling step, the snapshots of every actor that hosts a
-unit j with q_ij != 0 for some i in I: those are its *sources*; it sends its own snapshot to
-its *readers*. Messages flow only along the edges of the supra-network, block to block.
+block of units A and needs, at each coupling step, something from every actor that hosts a
+unit j with q_ij != 0 for some i in A: those are its *sources*; it sends to its *readers*.
+Messages flow only along the edges of the supra-network, block to block.
+
+Compressed snapshots. A reader needs from source block B only, for each of its units i,
+sum_{j in B} q_ij theta_j = Q[i, B] @ theta_B. So B sends R_B @ theta_B, where R_B [k, n_B]
+holds the distinct nonzero rows Q[i, B] over every unit i of every reader block, and a
+reader A recovers its sums with a 0/1 selection L_AB [n_A, k] (L_AB @ R_B == Q[A, B] exactly:
+each unit's row picks its own distinct row, a zero row picks nothing). Under mean field
+R_B is the single row of ones: B sends its block sum, one unit's worth of floats. When
+k >= n_B this saves nothing and B sends theta_B itself (*raw*; R_B = identity, L_AB = Q[A, B]).
+The coupling then no longer carries the row sums of Q, so each block keeps them (`degree`).
 """
 
 from __future__ import annotations
@@ -16,14 +26,19 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Block:
-    """One actor's share of the system."""
+    """One actor's share of the system. n: units hosted; k_B: rows source B sends."""
 
     index: int  # actor index a
-    units: tuple[int, ...]  # units I hosted by this actor, in stacking order
-    sources: tuple[int, ...]  # actors whose snapshots this actor reads (never itself)
-    readers: tuple[int, ...]  # actors that read this actor's snapshot (never itself)
-    source_units: tuple[int, ...]  # own units, then each source actor's units: the stacking order
-    q_rows: np.ndarray  # [n, M] Q[I][:, source_units]
+    units: tuple[int, ...]  # [n] units hosted by this actor, in stacking order
+    sources: tuple[int, ...]  # actors whose payloads this actor reads (never itself), stacking order
+    readers: tuple[int, ...]  # actors that read this actor's payload (never itself)
+    send_rows: np.ndarray  # R [k, n] float64: the payload is R @ theta [k, P]; identity when raw
+    raw: bool  # k >= n: the payload is theta [n, P] itself (R is the identity, no product)
+    source_rows: tuple[int, ...]  # k_B of each source's payload, in `sources` order
+    q_rows: np.ndarray  # [n, n + sum k_B] float64: [Q[A, A] | C_AB1 | C_AB2 ...] with
+    #                     C_AB @ R_B == Q[A, B] (L_AB, or Q[A, B] when B is raw); it multiplies
+    #                     the stack [theta; payload_B1; payload_B2 ...] [n + sum k_B, P]
+    degree: np.ndarray  # [n] float64: sum_j q_ij over the full row of Q (Eq. 2's row sums)
 
 
 def split_units(n_units: int, units_per_actor: int) -> list[tuple[int, ...]]:
@@ -32,19 +47,55 @@ def split_units(n_units: int, units_per_actor: int) -> list[tuple[int, ...]]:
             for s in range(0, n_units, units_per_actor)]
 
 
+def source_actors(q: np.ndarray, groups: list[tuple[int, ...]]) -> list[list[int]]:
+    """For each actor, the sorted other actors hosting an in-neighbour of one of its units."""
+    owner = {u: a for a, group in enumerate(groups) for u in group}
+    return [sorted({owner[int(j)] for i in group for j in np.flatnonzero(q[i])} - {a})
+            for a, group in enumerate(groups)]
+
+
+def distinct_rows(rows: np.ndarray) -> np.ndarray:
+    """The distinct nonzero rows of rows [m, n], in order of first appearance: [k, n]."""
+    kept: list[np.ndarray] = []
+    for row in rows:
+        if row.any() and not any(np.array_equal(row, d) for d in kept):
+            kept.append(row)
+    return np.array(kept, dtype=np.float64).reshape(len(kept), rows.shape[1])
+
+
+def send_rows(q: np.ndarray, group: tuple[int, ...], reader_units: list[int]) -> tuple[np.ndarray, bool]:
+    """(R [k, n], raw) of the block `group` read by `reader_units`: see the module docstring."""
+    rows = distinct_rows(q[np.ix_(reader_units, group)])  # [k, n]
+    if len(rows) >= len(group):
+        return np.eye(len(group)), True
+    return rows, False
+
+
+def selection(q_ab: np.ndarray, rows: np.ndarray, raw: bool) -> np.ndarray:
+    """C_AB [n_A, k] with C_AB @ R_B == Q[A, B]: Q[A, B] when raw, else 0/1 row matches."""
+    if raw:
+        return q_ab
+    return (q_ab[:, None, :] == rows[None, :, :]).all(axis=2).astype(np.float64)  # [n_A, k]
+
+
 def make_blocks(q: np.ndarray, units_per_actor: int) -> list[Block]:
     """The actors' blocks for coupling matrix q [N, N]."""
     q = np.asarray(q, dtype=np.float64)
     groups = split_units(q.shape[0], units_per_actor)
-    owner = {u: a for a, group in enumerate(groups) for u in group}
-    reads = [sorted({owner[int(j)] for i in group for j in np.flatnonzero(q[i])} - {a})
+    reads = source_actors(q, groups)
+    readers = [tuple(b for b in range(len(groups)) if a in reads[b]) for a in range(len(groups))]
+    sends = [send_rows(q, group, [u for b in readers[a] for u in groups[b]])
              for a, group in enumerate(groups)]
     blocks = []
     for a, group in enumerate(groups):
-        readers = tuple(b for b in range(len(groups)) if a in reads[b])
-        source_units = group + tuple(u for b in reads[a] for u in groups[b])
-        q_rows = q[np.ix_(group, source_units)]  # [n, M]
-        blocks.append(Block(a, group, tuple(reads[a]), readers, source_units, q_rows))
+        rows, raw = sends[a]
+        parts = [q[np.ix_(group, group)]]  # [n, n]
+        parts += [selection(q[np.ix_(group, groups[b])], *sends[b]) for b in reads[a]]  # [n, k_B]
+        blocks.append(Block(index=a, units=group, sources=tuple(reads[a]), readers=readers[a],
+                            send_rows=rows, raw=raw,
+                            source_rows=tuple(len(sends[b][0]) for b in reads[a]),
+                            q_rows=np.concatenate(parts, axis=1),  # [n, n + sum k_B]
+                            degree=q[list(group)].sum(axis=1)))  # [n]
     return blocks
 
 
@@ -64,5 +115,10 @@ def acceptable(snapshot_step: int, step: int, staleness: int) -> bool:
 
 
 def messages_per_coupling(blocks: list[Block]) -> int:
-    """Actor-to-actor snapshot messages per coupling step (one per source edge)."""
+    """Actor-to-actor payload messages per coupling step (one per source edge)."""
     return sum(len(b.sources) for b in blocks)
+
+
+def rows_per_coupling(blocks: list[Block]) -> int:
+    """Payload rows (each P floats) sent per coupling step, over all messages."""
+    return sum(len(b.send_rows) * len(b.readers) for b in blocks)
