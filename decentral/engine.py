@@ -3,7 +3,8 @@
 A jax-md style state contract: `init_state(...)` builds the state, `make_step_fn(...)`
 returns a `step_fn(state) -> state` closed over the data and the coupling. Replicas are
 independent ensembles (different seeds, sigma or Q) advanced together; a single run is R=1.
-The math is :func:`decentral.model.loss_and_grad` plus :func:`decentral.update.euler_step`.
+The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 as the linear map of
+:func:`decentral.update.step_operator` (the dense form of :func:`decentral.update.euler_step`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from .data import Shards
 from .model import Architecture, init_params, loss_and_grad
 from .streams import BatchIndexer, init_generator
-from .update import euler_step
+from .update import apply_operator, step_operator
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,28 @@ def make_step_fn(
 
     q [N, N] or [R, N, N]; sigma [R, 1, 1]; shards on the engine's device; seeds [R].
     """
-    n_units = shards.n_units
     batches = batch_source(shards, seeds, hyper.batch_size)
+    op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
+    buffer: list[torch.Tensor] = []  # one gradient buffer, reused: each step consumes it at once
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
         x, y = batches(state.step)  # [R*N, B, n_in], [R*N, B]
-        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), x, y)
-        new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
-                         n_units=n_units, weight_decay=hyper.weight_decay)
+        flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
+        if not buffer or buffer[0].shape != flat.shape:
+            buffer[:] = [torch.empty_like(flat)]
+        _, grad = loss_and_grad(arch, flat, x, y, out=buffer[0], with_loss=False)
+        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr)
         return EngineState(new, state.step + 1)
 
     return step_fn
+
+
+def coupling_operator(q: torch.Tensor, sigma: torch.Tensor, n_units: int, hyper: Hyper) -> torch.Tensor:
+    """Eq. 2's linear part A [(R,) N, N] for dense Q (see `update.step_operator`)."""
+    if q.is_sparse or q.layout == torch.sparse_csr:
+        q = q.to_dense()
+    return step_operator(q, sigma, lr=hyper.lr, n_units=n_units, weight_decay=hyper.weight_decay)
 
 
 def run_steps(step_fn, state: EngineState, n_steps: int) -> EngineState:

@@ -15,52 +15,40 @@ from typing import Sequence
 import torch
 
 from .data import Shards
-from .engine import EngineState, Hyper, batch_source, init_theta
-from .model import Architecture
-from .update import euler_step
+from .engine import EngineState, Hyper, batch_source, coupling_operator, init_theta
+from .model import Architecture, loss_and_grad
+from .update import apply_operator
 
-def _wide(w: torch.Tensor, k: int, s: int, n: int) -> torch.Tensor:
-    """First-layer weights [K*S*N, H, I] regrouped per (seed, unit) as [K*N, S*H, I] (a copy)."""
-    h, i = w.shape[1:]
-    return w.reshape(k, s, n, h, i).transpose(1, 2).reshape(k * n, s * h, i)
+class SharedBatches:
+    """First-layer products for replicas laid out [K, S, N] whose S replicas of seed k share
+    unit n's batch x [K, N, B, I] (the contract of `decentral.model.UnitBatches`).
 
-
-def shared_input_grad(arch: Architecture, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient [K, S, N, P] of each unit's mean cross-entropy (no weight decay).
-
-    theta [K, S, N, P]; x [K, N, B, I] and y [K, N, B]: the batch of unit n of seed k, shared
-    by the S replicas of that seed. Activations are kept transposed, [U, width, B], so every
-    product is W @ h (as decentral.model.loss_and_grad).
+    The S replicas' first-layer weights of one (seed, unit) are regrouped into one wide
+    matrix [S*H, I], so each batch meets them in a single GEMM instead of S thin ones.
     """
-    k, s, n, p = theta.shape
-    b = x.shape[2]
-    layers = arch.layers(theta.reshape(-1, p))  # views, U = K*S*N units
-    w1, b1 = layers[0]
-    width = w1.shape[1]
-    xs = x.reshape(k * n, b, -1)  # [K*N, B, I]
-    h = torch.bmm(_wide(w1, k, s, n), xs.transpose(1, 2))  # [K*N, S*H, B]
-    h = h.view(k, n, s, width, b).transpose(1, 2).reshape(k * s * n, width, b) + b1.unsqueeze(2)  # [U, H, B]
-    inputs = [None]  # transposed inputs of layers 1.. ; layer 0's input is the shared xs
-    for w, bias in layers[1:]:
-        h = torch.relu(h)
-        inputs.append(h)
-        h = torch.baddbmm(bias.unsqueeze(2), w, h)  # [U, fan_out, B]
-    labels = y.unsqueeze(1).expand(k, s, n, b).reshape(-1, 1, b)  # [U, 1, B]
-    delta = torch.softmax(h, dim=1)  # dL/dlogits, transposed [U, C, B]
-    delta.scatter_add_(1, labels, torch.full_like(delta[:, :1], -1.0)).mul_(1.0 / b)
-    grad = torch.empty_like(theta)
-    grad_layers = arch.layers(grad.view(-1, p))
-    for i in range(len(layers) - 1, 0, -1):
-        gw, gb = grad_layers[i]
-        gw.copy_(torch.bmm(delta, inputs[i].transpose(1, 2)))
-        gb.copy_(delta.sum(dim=2))
-        delta = torch.bmm(layers[i][0].transpose(1, 2), delta).mul_(inputs[i] > 0)  # [U, fan_in, B]
-    gw, gb = grad_layers[0]
-    wide_delta = delta.view(k, s, n, width, b).transpose(1, 2).reshape(k * n, s * width, b)  # [K*N, S*H, B]
-    g_wide = torch.bmm(wide_delta, xs)  # [K*N, S*H, I]
-    gw.copy_(g_wide.view(k, n, s, width, -1).transpose(1, 2).reshape(gw.shape))
-    gb.copy_(delta.sum(dim=2))
-    return grad
+
+    def __init__(self, x: torch.Tensor, per_seed: int):
+        self.k, self.n, self.batch_size = x.shape[:3]
+        self.s = per_seed
+        self.x = x.reshape(self.k * self.n, self.batch_size, -1)  # [K*N, B, I]
+
+    def _to_wide(self, t: torch.Tensor) -> torch.Tensor:
+        """[K*S*N, H, C] regrouped per (seed, unit) as [K*N, S*H, C] (a copy)."""
+        h, c = t.shape[1:]
+        return t.reshape(self.k, self.s, self.n, h, c).transpose(1, 2).reshape(self.k * self.n, self.s * h, c)
+
+    def _from_wide(self, t: torch.Tensor) -> torch.Tensor:
+        """Inverse of _to_wide: [K*N, S*H, C] -> [K*S*N, H, C] (a view while possible)."""
+        c = t.shape[-1]
+        return t.view(self.k, self.n, self.s, -1, c).transpose(1, 2).reshape(self.k * self.s * self.n, -1, c)
+
+    def forward(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        h = torch.bmm(self._to_wide(w), self.x.transpose(1, 2))  # [K*N, S*H, B]
+        return self._from_wide(h) + b  # [U, H, B]
+
+    def weight_grad(self, delta: torch.Tensor, out: torch.Tensor) -> None:
+        g_wide = torch.bmm(self._to_wide(delta), self.x)  # [K*N, S*H, I]
+        out.copy_(g_wide.view(self.k, self.n, self.s, *out.shape[1:]).transpose(1, 2).reshape(out.shape))
 
 
 def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_units: int,
@@ -80,15 +68,16 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
     """
     n_units, n_seeds = shards.n_units, len(seeds)
     batches = batch_source(shards, seeds, hyper.batch_size)
+    op = coupling_operator(q, sigma, n_units, hyper)  # [R, N, N], built once
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
         x, y = batches(state.step)  # [K*N, B, I], [K*N, B]
-        x = x.view(n_seeds, n_units, *x.shape[1:])  # [K, N, B, I]
-        y = y.view(n_seeds, n_units, -1)  # [K, N, B]
-        grad = shared_input_grad(arch, theta.view(n_seeds, per_seed, *theta.shape[1:]), x, y)
-        new = euler_step(theta, grad.view_as(theta), q, theta, lr=hyper.lr, sigma=sigma,
-                         n_units=n_units, weight_decay=hyper.weight_decay)
+        b = y.shape[-1]
+        shared = SharedBatches(x.view(n_seeds, n_units, b, -1), per_seed)  # x as [K, N, B, I]
+        labels = y.view(n_seeds, 1, n_units, b).expand(-1, per_seed, -1, -1).reshape(-1, b)  # [R*N, B]
+        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
+        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr)
         return EngineState(new, state.step + 1)
 
     return step_fn

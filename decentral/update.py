@@ -60,23 +60,28 @@ def euler_step(
         local = grad + weight_decay * theta  # [n, P]
         coupling = diffusion(q_rows, sources, theta, degree)  # [n, P]
         return theta - lr * local + (lr * sigma / n_units) * coupling
-    return _fused_local_step(theta, grad, q_rows, lr=lr, sigma=sigma, n_units=n_units,
-                             weight_decay=weight_decay)
+    op = step_operator(q_rows, sigma, lr=lr, n_units=n_units, weight_decay=weight_decay)
+    return apply_operator(op, theta, grad, lr=lr)
 
 
-def _fused_local_step(theta, grad, q, *, lr, sigma, n_units, weight_decay) -> torch.Tensor:
-    """The same step when sources is theta and Q is dense, in three passes over memory:
+def step_operator(q: torch.Tensor, sigma, *, lr: float, n_units: int, weight_decay: float) -> torch.Tensor:
+    """Eq. 2 as a linear map when the sources are the units themselves and Q is dense:
 
-        theta_i * (1 - lr*wd - c*deg_i) - lr*grad_i + c * sum_j q_ij theta_j,  c = lr*sigma/N.
+        theta(t+1) = A theta(t) - lr * grad,   A = (1 - lr*wd) I + c (Q - diag(deg)),  c = lr*sigma/N,
 
-    theta, grad [..., N, P]; q [N, N] or [R, N, N]; sigma a float or [R, 1, 1].
+    deg_i = sum_j q_ij. q [N, N] or [R, N, N]; sigma a float or [R, 1, 1]; returns A [(R,) N, N].
+    Callers that take many steps with one Q and sigma build A once.
     """
     scale = lr * sigma / n_units  # float or [R, 1, 1]
-    degree = q.sum(dim=-1, keepdim=True)  # [(R,) N, 1]
-    keep = 1.0 - lr * weight_decay - scale * degree  # [(R,) N, 1]
-    base = theta * keep  # [..., N, P]
-    base.sub_(grad, alpha=lr)
+    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)  # [N, N]
+    laplacian = q - torch.diag_embed(q.sum(dim=-1))  # [(R,) N, N], rows sum to 0
+    return (1.0 - lr * weight_decay) * eye + scale * laplacian
+
+
+def apply_operator(op: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, *, lr: float) -> torch.Tensor:
+    """A theta - lr * grad in one GEMM pass: op [(R,) N, N], theta and grad [N, P] or [R, N, P]."""
+    if theta.dim() == 3 and theta.shape[0] == 1:  # one replica: a plain GEMM
+        return apply_operator(op.reshape(op.shape[-2:]), theta[0], grad[0], lr=lr).unsqueeze(0)
     if theta.dim() == 2:
-        return torch.addmm(base, q * scale, theta)
-    mix = (q * scale).expand(theta.shape[0], -1, -1)  # [R, N, N]
-    return torch.baddbmm(base, mix, theta)
+        return torch.addmm(grad, op, theta, beta=-lr)
+    return torch.baddbmm(grad, op.expand(theta.shape[0], -1, -1), theta, beta=-lr)

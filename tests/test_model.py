@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decentral.model import Architecture, forward, init_params, loss_and_grad
+from decentral.model import Architecture, forward, init_params, layer_views, loss_and_grad
 from decentral.streams import init_generator
 
 
@@ -38,7 +38,7 @@ def test_parameter_counts_follow_the_paper_architecture():
 def test_init_schemes():
     arch = Architecture(depth=1)
     default = init_params(arch, [init_generator(1, 0)], "pytorch")[0]
-    w1, b1 = arch.layers(default.unsqueeze(0))[0]
+    w1, b1 = layer_views(arch, default.unsqueeze(0))[0]
     bound = 1 / 784**0.5
     assert w1.abs().max() <= bound and b1.abs().max() <= bound
     assert w1.abs().max() > 0.9 * bound
