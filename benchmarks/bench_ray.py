@@ -2,8 +2,9 @@
 
 N=10 mean field (Eq. 2, sigma=30, D=1), synchronous gossip, tau in {1, 10}, units per actor in
 {1, 5}, on local Ray bound to loopback. Training time only (actor start-up and evaluation are
-excluded, as in `Measurement.steps_per_second`). Prints a table, the ratio to the local engine
-and the per-step overhead with its per-message share.
+excluded, as in `Measurement.steps_per_second`). Prints a table, the ratio to the local engine,
+the payload per message (compressed block snapshots, see docs/ray.md) and the per-step
+overhead with its per-message share.
 
     python benchmarks/bench_ray.py [--steps 300] [--mnist]
 """
@@ -78,15 +79,16 @@ def main() -> None:
     print(f"ray.init: {time.perf_counter() - start:.1f} s; CPUs {cpus:g}; {args.steps} timed steps each")
     local = bench_local(problem, args.steps)
     print(f"{'backend':<10}{'upa':>4}{'tau':>5}{'actors':>7}{'msgs/step':>10}{'steps/s':>9}"
-          f"{'x local':>9}{'ms/step':>9}{'overhead ms':>12}{'ms/msg':>8}")
-    print(f"{'local':<10}{'-':>4}{'-':>5}{'-':>7}{0:>10}{local:>9.1f}{1.0:>9.2f}{1e3 / local:>9.2f}")
+          f"{'KB/msg':>8}{'x local':>9}{'ms/step':>9}{'overhead ms':>12}{'ms/msg':>8}")
+    print(f"{'local':<10}{'-':>4}{'-':>5}{'-':>7}{0:>10}{local:>9.1f}{'-':>8}{1.0:>9.2f}{1e3 / local:>9.2f}")
     for upa in (1, 5):
         for tau in (1, 10):
             rate, extra = bench_ray(problem, args.steps, upa, tau, source, cpus)
             per_step = extra["messages_per_coupling"] / tau
             overhead = 1e3 / rate - 1e3 / local
             per_msg = overhead / per_step if per_step else float("nan")
-            print(f"{'ray':<10}{upa:>4}{tau:>5}{extra['actors']:>7}{per_step:>10.1f}{rate:>9.1f}"
+            kb = extra["bytes"] / max(extra["messages"], 1) / 1024
+            print(f"{'ray':<10}{upa:>4}{tau:>5}{extra['actors']:>7}{per_step:>10.1f}{rate:>9.1f}{kb:>8.1f}"
                   f"{rate / local:>9.3f}{1e3 / rate:>9.2f}{overhead:>12.2f}{per_msg:>8.2f}", flush=True)
     ray.shutdown()
 
