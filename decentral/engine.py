@@ -92,16 +92,12 @@ def make_step_fn(
     """
     batches = batch_source(shards, seeds, hyper.batch_size)
     op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
-    buffer: list[torch.Tensor] = []  # one gradient buffer, reused: each step consumes it at once
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
         x, y = batches(state.step)  # [R*N, B, n_in], [R*N, B]
-        flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
-        if not buffer or buffer[0].shape != flat.shape:
-            buffer[:] = [torch.empty_like(flat)]
-        _, grad = loss_and_grad(arch, flat, x, y, out=buffer[0], with_loss=False)
-        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr)
+        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), x, y, with_loss=False)
+        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)  # [R, N, P]
         return EngineState(new, state.step + 1)
 
     return step_fn

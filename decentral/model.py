@@ -11,6 +11,7 @@ times faster than autograd on tiny layers, where per-op overhead dominates.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -140,10 +141,20 @@ def loss_and_grad(
         delta = log_p.exp_()
     else:
         delta = torch.softmax(h, dim=1)
-    delta.scatter_add_(1, labels, torch.full(labels.shape, -1.0, dtype=delta.dtype, device=delta.device))
+    delta.scatter_add_(1, labels, _minus_ones(labels.shape, delta))  # softmax - onehot
     delta.mul_(1.0 / inputs.batch_size)  # dL/dlogits, transposed [U, C, B]
     grad = torch.empty_like(theta) if out is None else out
     return loss, _backward(layers, layer_views(arch, grad), hidden, inputs, delta, grad)
+
+
+@functools.lru_cache(maxsize=8)
+def _minus_ones_of(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.full(shape, -1.0, dtype=dtype, device=device)
+
+
+def _minus_ones(shape, like: torch.Tensor) -> torch.Tensor:
+    """A constant tensor of -1 (read only), made once per (shape, dtype, device): one op less per step."""
+    return _minus_ones_of(tuple(shape), like.dtype, like.device)
 
 
 def _backward(layers, grad_layers, hidden, inputs, delta, grad):

@@ -78,10 +78,14 @@ def step_operator(q: torch.Tensor, sigma, *, lr: float, n_units: int, weight_dec
     return (1.0 - lr * weight_decay) * eye + scale * laplacian
 
 
-def apply_operator(op: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, *, lr: float) -> torch.Tensor:
-    """A theta - lr * grad in one GEMM pass: op [(R,) N, N], theta and grad [N, P] or [R, N, P]."""
+def apply_operator(op: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, *, lr: float,
+                   into_grad: bool = False) -> torch.Tensor:
+    """A theta - lr * grad in one GEMM pass: op [(R,) N, N], theta and grad [N, P] or [R, N, P].
+    into_grad=True writes the result over grad (the caller's scratch) instead of a new tensor."""
     if theta.dim() == 3 and theta.shape[0] == 1:  # one replica: a plain GEMM
-        return apply_operator(op.reshape(op.shape[-2:]), theta[0], grad[0], lr=lr).unsqueeze(0)
+        flat = apply_operator(op.reshape(op.shape[-2:]), theta[0], grad[0], lr=lr, into_grad=into_grad)
+        return flat.unsqueeze(0)
     if theta.dim() == 2:
-        return torch.addmm(grad, op, theta, beta=-lr)
-    return torch.baddbmm(grad, op.expand(theta.shape[0], -1, -1), theta, beta=-lr)
+        return grad.addmm_(op, theta, beta=-lr) if into_grad else torch.addmm(grad, op, theta, beta=-lr)
+    op = op.expand(theta.shape[0], -1, -1)  # [R, N, N]
+    return grad.baddbmm_(op, theta, beta=-lr) if into_grad else torch.baddbmm(grad, op, theta, beta=-lr)
