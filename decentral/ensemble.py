@@ -33,22 +33,24 @@ class SharedBatches:
         self.x = x.reshape(self.k * self.n, self.batch_size, -1)  # [K*N, B, I]
 
     def _to_wide(self, t: torch.Tensor) -> torch.Tensor:
-        """[K*S*N, H, C] regrouped per (seed, unit) as [K*N, S*H, C] (a copy)."""
+        """[K*S*N, H, C] regrouped per (seed, unit) as [K*N, S*H, C] (a copy; inverse of _grouped)."""
         h, c = t.shape[1:]
         return t.reshape(self.k, self.s, self.n, h, c).transpose(1, 2).reshape(self.k * self.n, self.s * h, c)
 
-    def _from_wide(self, t: torch.Tensor) -> torch.Tensor:
-        """Inverse of _to_wide: [K*N, S*H, C] -> [K*S*N, H, C] (a view while possible)."""
-        c = t.shape[-1]
-        return t.view(self.k, self.n, self.s, -1, c).transpose(1, 2).reshape(self.k * self.s * self.n, -1, c)
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """[K*N, S*H, C] seen as [K, S, N, H, C] (a strided view, no copy)."""
+        return t.view(self.k, self.n, self.s, -1, t.shape[-1]).transpose(1, 2)
 
     def forward(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         h = torch.bmm(self._to_wide(w), self.x.transpose(1, 2))  # [K*N, S*H, B]
-        return self._from_wide(h) + b  # [U, H, B]
+        out = torch.empty(w.shape[0], w.shape[1], self.batch_size, dtype=h.dtype, device=h.device)  # [U, H, B]
+        torch.add(self._grouped(h), b.view(self.k, self.s, self.n, -1, 1),
+                  out=out.view(self.k, self.s, self.n, -1, self.batch_size))  # regroup and bias, one pass
+        return out
 
     def weight_grad(self, delta: torch.Tensor, out: torch.Tensor) -> None:
         g_wide = torch.bmm(self._to_wide(delta), self.x)  # [K*N, S*H, I]
-        out.copy_(g_wide.view(self.k, self.n, self.s, *out.shape[1:]).transpose(1, 2).reshape(out.shape))
+        out.view(self.k, self.s, self.n, *out.shape[1:]).copy_(self._grouped(g_wide))  # one strided copy
 
 
 def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_units: int,
