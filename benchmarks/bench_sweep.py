@@ -8,6 +8,8 @@ against point by point in the same process on the same loaded MNIST (`decentral 
 library call `execute`, once per point: the strict comparison), and also as 10 separate
 `decentral run` processes (what a user would otherwise type). All evaluate on the full test
 set every 20 steps, as the paper.
+It then times the two parts of a point's cost separately (training steps alone and inside
+the ensemble, in alternating windows; one evaluation, which both ways do alike).
 Part 2 times the pieces of one paper-sized group (50 couplings x 1 seed, as `decentral sweep`
 stacks the paper grid) per depth -- training steps, evaluations, the final A_x -- and scales
 them to experiments/fig3.toml: 3 depths x 50 couplings x 10 seeds x 40,000 steps with 1,000
@@ -63,6 +65,38 @@ def points_as_processes(depth: int, transient: int, steps: int, threads: int | N
     return time.perf_counter() - start
 
 
+def training_and_evaluation(data, depth: int, steps: int = 100, rounds: int = 5) -> dict:
+    """Where the sweep's time goes, per point: one training step of the 10 points as one
+    ensemble (per point) against one engine step of a single point, timed in alternating
+    windows (the host's speed drifts); and one evaluation on the full test set, which the
+    two ways do alike (one wide GEMM per 32 units either way)."""
+    from decentral.engine import (Hyper, coupling_tensor, init_state, make_step_fn, run_steps,
+                                  sigma_tensor)
+    from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+    from decentral.observables import replica_observables
+    from decentral.run import prepare
+
+    cfg = sweep_config("unused", sigma=SIGMAS, depth=str(depth))
+    sigmas = cfg.sigmas()
+    problem = prepare(cfg.run_config(depth, sigmas[-1], 0, None), data)
+    n, arch, shards = len(sigmas), problem.arch, problem.shards
+    ensemble = make_ensemble_step_fn(arch, shards, coupling_tensor(problem.q, n, "cpu"),
+                                     sigma_tensor(sigmas, n, "cpu"), [0], n, Hyper())
+    single = make_step_fn(arch, shards, coupling_tensor(problem.q, 1, "cpu"),
+                          sigma_tensor(sigmas[-1], 1, "cpu"), [0], Hyper())
+    states = {"ensemble": init_ensemble(arch, [0], n, cfg.units, cfg.init, "cpu"),
+              "single": init_state(arch, [0], cfg.units)}
+    fns, per = {"ensemble": ensemble, "single": single}, {"ensemble": n, "single": 1}
+    times: dict[str, list[float]] = {"ensemble": [], "single": [], "evaluation": []}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            states[name] = run_steps(fn, states[name], steps)
+            times[name].append((time.perf_counter() - start) / (steps * per[name]))
+        times["evaluation"].append(_timed(lambda: replica_observables(arch, states["single"].theta, problem.test)))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def paper_estimate(data, steps: int) -> float:
     """Seconds for experiments/fig3.toml, from a paper-sized group (50 couplings x 1 seed)
     per depth: time per training step, per evaluation and for the final A_x, scaled to
@@ -104,12 +138,14 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=1)
     parser.add_argument("--transient", type=int, default=300)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--estimate-steps", type=int, default=20, help="training steps timed in part 2")
+    parser.add_argument("--estimate-steps", type=int, default=100, help="training steps timed in part 2")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_mnist(resolve_data_root(None))
+    with tempfile.TemporaryDirectory() as tmp:  # warm-up: one-time imports (pandas, pyarrow) and caches
+        run_sweep(sweep_config(tmp, sigma="1", depth=str(args.depth), transient=1, steps=20), data)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     batched, points = batched_vs_points(data, args.depth, args.transient, args.steps)
     print(f"10-point non-adiabatic sweep, D={args.depth}, {args.transient}+{args.steps} steps, "
@@ -117,6 +153,15 @@ def main() -> None:
     print(f"  batched (one ensemble of 10): {batched:7.1f} s")
     print(f"  point by point (execute x10): {points:7.1f} s")
     print(f"  speed-up: {points / batched:.2f}x")
+    parts = training_and_evaluation(data, args.depth)
+    evals = args.steps // 20
+    print(f"  per point: training step {parts['single'] * 1e3:.2f} ms alone, "
+          f"{parts['ensemble'] * 1e3:.2f} ms in the ensemble ({parts['single'] / parts['ensemble']:.2f}x); "
+          f"evaluation {parts['evaluation'] * 1e3:.0f} ms, the same both ways")
+    train = (args.transient + args.steps) * parts["single"]
+    print(f"  so the {evals} evaluations per point take {evals * parts['evaluation']:.2f} s of the "
+          f"{train + evals * parts['evaluation']:.2f} s a point costs alone: that shared, FLOP-bound "
+          f"part bounds the sweep's speed-up")
     processes = points_as_processes(args.depth, args.transient, args.steps, args.threads)
     print(f"  point by point as 10 `decentral run` processes: {processes:7.1f} s "
           f"(speed-up {processes / batched:.2f}x; includes start-up and MNIST loading per point)")
