@@ -116,14 +116,12 @@ class UnitBatches:
 
 
 def loss_and_grad(
-    arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor,
-    out: torch.Tensor | None = None, with_loss: bool = True,
+    arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Mean cross-entropy per unit [U] and its gradient [U, P] (no weight decay).
 
     theta [U, P], x [U, B, n_in] (or an object with UnitBatches' contract), y [U, B] (class
-    indices). `out` [U, P] receives the gradient when given (the engine reuses one buffer);
-    with_loss=False skips the loss (returns None for it). Activations are kept transposed,
+    indices). with_loss=False skips the loss (returns None for it). Activations are kept transposed,
     [U, width, B], so every product is W @ h with W as stored (measured ~2x faster than
     h @ W^T for these thin layers).
     """
@@ -141,34 +139,29 @@ def loss_and_grad(
         delta = log_p.exp_()
     else:
         delta = torch.softmax(h, dim=1)
-    delta.scatter_add_(1, labels, _minus_ones(labels.shape, delta))  # softmax - onehot
+    delta.scatter_add_(1, labels, _minus_ones(tuple(labels.shape), delta.dtype, delta.device))  # softmax - onehot
     delta.mul_(1.0 / inputs.batch_size)  # dL/dlogits, transposed [U, C, B]
-    grad = torch.empty_like(theta) if out is None else out
+    grad = torch.empty_like(theta)
     return loss, _backward(layers, layer_views(arch, grad), hidden, inputs, delta, grad)
 
 
 @functools.lru_cache(maxsize=8)
-def _minus_ones_of(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.full(shape, -1.0, dtype=dtype, device=device)
-
-
-def _minus_ones(shape, like: torch.Tensor) -> torch.Tensor:
+def _minus_ones(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A constant tensor of -1 (read only), made once per (shape, dtype, device): one op less per step."""
-    return _minus_ones_of(tuple(shape), like.dtype, like.device)
+    return torch.full(shape, -1.0, dtype=dtype, device=device)
 
 
 def _backward(layers, grad_layers, hidden, inputs, delta, grad):
     """Fill grad's views from dL/dlogits delta [U, C, B], last layer first."""
-    for i in range(len(layers) - 1, -1, -1):
+    for i in range(len(layers) - 1, 0, -1):
         gw, gb = grad_layers[i]
-        if i:
-            gw.copy_(torch.bmm(delta, hidden[i - 1].transpose(1, 2)))  # [U, fan_out, fan_in]
-        else:
-            inputs.weight_grad(delta, gw)
+        gw.copy_(torch.bmm(delta, hidden[i - 1].transpose(1, 2)))  # [U, fan_out, fan_in]
         torch.sum(delta, dim=2, keepdim=True, out=gb)
-        if i:
-            back = torch.bmm(layers[i][0].transpose(1, 2), delta)  # [U, fan_in, B]
-            delta = torch.ops.aten.threshold_backward(back, hidden[i - 1], 0)  # ReLU mask, one pass
+        back = torch.bmm(layers[i][0].transpose(1, 2), delta)  # [U, fan_in, B]
+        delta = torch.ops.aten.threshold_backward(back, hidden[i - 1], 0)  # ReLU mask, one pass
+    gw, gb = grad_layers[0]
+    inputs.weight_grad(delta, gw)  # the first layer meets the inputs
+    torch.sum(delta, dim=2, keepdim=True, out=gb)
     return grad
 
 
