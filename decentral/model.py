@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -129,8 +131,22 @@ def loss_and_grad(
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
     layers = layer_views(arch, theta)
+    z0 = inputs.forward(*layers[0])  # first-layer outputs, transposed [U, width, B]
+    grad = torch.empty_like(theta)
+    grad_layers = layer_views(arch, grad)
+    if kernels.usable(theta):  # one fused CPU kernel for the small layers (same math)
+        loss, delta = kernels.upper_grad(arch.layer_shapes, theta, grad, z0, y, with_loss)
+    else:
+        loss, delta = _upper_grad(layers, grad_layers, z0, y, with_loss)
+    inputs.weight_grad(delta, grad_layers[0][0])  # the first layer meets the inputs
+    return loss, grad
+
+
+def _upper_grad(layers, grad_layers, z0, y, with_loss):
+    """PyTorch path: loss [U] (or None) and dL/dz0 from first-layer outputs z0 [U, H, B]; fills
+    grad_layers' views of layers 1.. and the first bias, last layer first."""
     hidden = []  # transposed outputs of the hidden layers after ReLU: [U, width, B]
-    h = _upper_layers(layers, inputs.forward(*layers[0]), hidden)  # logits [U, C, B]
+    h = _upper_layers(layers, z0, hidden)  # logits [U, C, B]
     labels = y.unsqueeze(1)  # [U, 1, B]
     loss = None
     if with_loss:
@@ -140,29 +156,21 @@ def loss_and_grad(
     else:
         delta = torch.softmax(h, dim=1)
     delta.scatter_add_(1, labels, _minus_ones(tuple(labels.shape), delta.dtype, delta.device))  # softmax - onehot
-    delta.mul_(1.0 / inputs.batch_size)  # dL/dlogits, transposed [U, C, B]
-    grad = torch.empty_like(theta)
-    return loss, _backward(layers, layer_views(arch, grad), hidden, inputs, delta, grad)
-
-
-@functools.lru_cache(maxsize=8)
-def _minus_ones(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A constant tensor of -1 (read only), made once per (shape, dtype, device): one op less per step."""
-    return torch.full(shape, -1.0, dtype=dtype, device=device)
-
-
-def _backward(layers, grad_layers, hidden, inputs, delta, grad):
-    """Fill grad's views from dL/dlogits delta [U, C, B], last layer first."""
+    delta.mul_(1.0 / z0.shape[-1])  # dL/dlogits, transposed [U, C, B]
     for i in range(len(layers) - 1, 0, -1):
         gw, gb = grad_layers[i]
         gw.copy_(torch.bmm(delta, hidden[i - 1].transpose(1, 2)))  # [U, fan_out, fan_in]
         torch.sum(delta, dim=2, keepdim=True, out=gb)
         back = torch.bmm(layers[i][0].transpose(1, 2), delta)  # [U, fan_in, B]
         delta = torch.ops.aten.threshold_backward(back, hidden[i - 1], 0)  # ReLU mask, one pass
-    gw, gb = grad_layers[0]
-    inputs.weight_grad(delta, gw)  # the first layer meets the inputs
-    torch.sum(delta, dim=2, keepdim=True, out=gb)
-    return grad
+    torch.sum(delta, dim=2, keepdim=True, out=grad_layers[0][1])
+    return loss, delta
+
+
+@functools.lru_cache(maxsize=8)
+def _minus_ones(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A constant tensor of -1 (read only), made once per (shape, dtype, device): one op less per step."""
+    return torch.full(shape, -1.0, dtype=dtype, device=device)
 
 
 def per_sample_scores(
