@@ -3,9 +3,10 @@
 Both run in this process on the same MNIST shards (N=10, unit k owns class k, batch 32,
 mean-field coupling): the reference holds 10 nn.Modules and 10 torch.optim.SGD optimizers
 and couples them by a Python loop over pairs, as the authors' notebook does. Prints steps/s
-of each and their ratio for D=0,1,2.
+of each and their ratio for D=0,1,2, and the engine once more with its PyTorch path for the
+layers above the first (DECENTRAL_KERNELS=torch), to show what the fused kernel buys.
 
-The machines this runs on are shared and their speed drifts by 2x within minutes, so the two
+The machines this runs on are shared and their speed drifts by 2x within minutes, so the
 sides are timed in alternating windows (`--rounds` of each) and the table gives the median
 window of each side, their ratio, and the engine's best window (what the code does when the
 machine is quiet).
@@ -16,11 +17,13 @@ machine is quiet).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
+from decentral import kernels
 from decentral.coupling import mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
 from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
@@ -30,14 +33,17 @@ from decentral.streams import BatchIndexer
 SIGMA = 30.0
 
 
-def engine_windows(arch, shards):
-    """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on)."""
+def engine_windows(arch, shards, kernel_mode: str = "fused"):
+    """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), with
+    the layers above the first on the fused kernel ("fused") or on PyTorch ops ("torch")."""
     n = shards.n_units
+    os.environ[kernels.KERNELS_ENV] = kernel_mode
     step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n), 1, "cpu"),
                            sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper())
     state = [run_steps(step_fn, init_state(arch, [0], n), 50)]  # warm-up
 
     def window(n_steps: int) -> float:
+        os.environ[kernels.KERNELS_ENV] = kernel_mode
         start = time.perf_counter()
         state[0] = run_steps(step_fn, state[0], n_steps)
         return n_steps / (time.perf_counter() - start)
@@ -95,14 +101,19 @@ def main() -> None:
     shards = partition(train, 10, "class", seed=0)
     print(f"N=10, batch 32, mean field, {args.threads} threads, {args.rounds} alternating windows "
           f"of {args.steps} engine / {max(args.steps // 10, 50)} loop steps")
-    print(f"{'D':>2} {'engine steps/s':>15} {'per-unit loop steps/s':>22} {'ratio':>7} {'engine best':>12}")
+    print(f"{'D':>2} {'engine steps/s':>15} {'per-unit loop steps/s':>22} {'ratio':>7} {'engine best':>12}"
+          f" {'engine, PyTorch path':>21} {'kernel gain':>12}")
+    fused = "fused" if kernels.numba is not None else "torch"
     for depth in (0, 1, 2):
         arch = Architecture(depth=depth)
-        engine, loop = engine_windows(arch, shards), loop_windows(arch, shards)
-        rates = [(engine(args.steps), loop(max(args.steps // 10, 50))) for _ in range(args.rounds)]
-        fast, slow = (statistics.median(side) for side in zip(*rates))
+        sides = (engine_windows(arch, shards, fused), loop_windows(arch, shards),
+                 engine_windows(arch, shards, "torch"))
+        loop_steps = max(args.steps // 10, 50)
+        rates = [(sides[0](args.steps), sides[1](loop_steps), sides[2](args.steps)) for _ in range(args.rounds)]
+        fast, slow, plain = (statistics.median(side) for side in zip(*rates))
         best = max(r[0] for r in rates)
-        print(f"{depth:>2} {fast:>15.0f} {slow:>22.0f} {fast / slow:>6.1f}x {best:>12.0f}")
+        print(f"{depth:>2} {fast:>15.0f} {slow:>22.0f} {fast / slow:>6.1f}x {best:>12.0f}"
+              f" {plain:>21.0f} {fast / plain:>11.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import os
 import numpy as np
 import torch
 
+from .errors import UserInputError
+
 try:  # numba is a dependency; without it (or when disabled) the PyTorch path runs
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
@@ -29,8 +31,10 @@ KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" forces the PyTorch path everywhere
 
 def usable(theta: torch.Tensor) -> bool:
     """True when the fused kernel can take this step: numba present, CPU float32, not disabled."""
-    return (numba is not None and theta.device.type == "cpu" and theta.dtype == torch.float32
-            and os.environ.get(KERNELS_ENV, "fused") != "torch")
+    mode = os.environ.get(KERNELS_ENV, "fused")
+    if mode not in ("fused", "torch"):
+        raise UserInputError(f"{KERNELS_ENV}={mode!r}: expected 'fused' (the default) or 'torch'")
+    return numba is not None and theta.device.type == "cpu" and theta.dtype == torch.float32 and mode == "fused"
 
 
 @functools.lru_cache(maxsize=16)

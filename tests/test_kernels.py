@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from decentral import kernels
+from decentral.errors import UserInputError
 from decentral.model import Architecture, init_params, loss_and_grad
 from decentral.streams import init_generator
 
@@ -63,3 +64,9 @@ def test_nan_parameters_propagate_as_in_pytorch(monkeypatch):
     assert torch.equal(torch.isnan(grad), torch.isnan(ref_grad))
     assert torch.isnan(loss[1]) and torch.isnan(grad[1]).any()
     assert torch.isfinite(grad[0]).all() and torch.isfinite(grad[2]).all()
+
+
+def test_unknown_kernel_choice_is_rejected(monkeypatch):
+    monkeypatch.setenv(kernels.KERNELS_ENV, "fast")
+    with pytest.raises(UserInputError, match="DECENTRAL_KERNELS='fast'"):
+        kernels.usable(torch.zeros(1, 3))
