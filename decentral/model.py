@@ -57,20 +57,49 @@ def forward(arch: Architecture, theta: torch.Tensor, x: torch.Tensor) -> torch.T
     return transposed_logits(arch, theta, x).transpose(1, 2)
 
 
-def transposed_logits(arch: Architecture, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Logits [U, C, B] of units theta [U, P] on inputs x [U, B, n_in] or shared x [B, n_in].
+def transposed_logits(arch: Architecture, theta: torch.Tensor, x) -> torch.Tensor:
+    """Logits [U, C, B] of units theta [U, P] on inputs x [U, B, n_in], shared x [B, n_in], or
+    an object with UnitBatches' `forward` contract (e.g. :func:`shared_inputs` of a test set).
 
     Shared inputs (the test set) meet every unit's first layer in one wide GEMM
     [U*width, n_in] x [n_in, B] with the bias fused; activations stay [U, width, B] throughout.
     """
     layers = layer_views(arch, theta if theta.stride(-1) == 1 else theta.contiguous())
     w, b = layers[0]
-    if x.dim() == 2:
+    if not isinstance(x, torch.Tensor):
+        h = x.forward(w, b)  # [U, fan_out, B]
+    elif x.dim() == 2:
         n_units, fan_out, fan_in = w.shape
         h = torch.addmm(b.reshape(-1, 1), w.reshape(-1, fan_in), x.T).view(n_units, fan_out, -1)
     else:
         h = UnitBatches(x).forward(w, b)  # [U, fan_out, B]
     return _upper_layers(layers, h)
+
+
+class SharedInputs:
+    """Fixed inputs x [T, n_in] (a test set) prepared for the first layer of many units.
+
+    Pixels that are zero in every image are dropped (their products are exact zeros; MNIST's
+    test set has 116 of 784), and a row of ones carries the bias, so the first layer is one
+    plain GEMM [U*H, K+1] x [K+1, T] with no separate bias pass. Measured ~20% faster than the
+    plain fused-bias product on the 10,000 test images."""
+
+    def __init__(self, x: torch.Tensor):
+        self.live = torch.nonzero((x != 0).any(dim=0)).flatten()  # [K] pixels that are ever nonzero
+        ones = torch.ones(1, x.shape[0], dtype=x.dtype, device=x.device)
+        self.xt = torch.cat([x.T[self.live], ones]).contiguous()  # [K+1, T]
+
+    def forward(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """W x^T + b as [U, fan_out, T] from w [U, fan_out, n_in], b [U, fan_out, 1]."""
+        n_units, fan_out, fan_in = w.shape
+        wide = torch.cat([w.reshape(-1, fan_in).index_select(1, self.live), b.reshape(-1, 1)], dim=1)
+        return torch.mm(wide, self.xt).view(n_units, fan_out, -1)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_inputs(x: torch.Tensor) -> SharedInputs:
+    """SharedInputs of x, prepared once per tensor (keyed by identity; x must not change)."""
+    return SharedInputs(x)
 
 
 def _upper_layers(layers, h: torch.Tensor, hidden: list | None = None) -> torch.Tensor:
@@ -174,9 +203,10 @@ def _minus_ones(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch
 
 
 def per_sample_scores(
-    arch: Architecture, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy [U, T] and correctness [U, T] of every unit on shared test data x [T, n_in]."""
+    """Cross-entropy [U, T] and correctness [U, T] of every unit on shared test data x [T, n_in]
+    (or its :func:`shared_inputs`)."""
     logits = transposed_logits(arch, theta, x)  # [U, C, T]
     loss = F.cross_entropy(logits, y.expand(logits.shape[0], -1), reduction="none")
     correct = (logits.max(dim=1).indices == y).to(theta.dtype)  # argmax (first max), 6x faster on dim 1

@@ -12,7 +12,7 @@ import torch
 
 from .data import Split
 from .lowrank import explained_fraction, off_diagonal, offdiagonal_r2, rank_one, rank_one_r2  # noqa: F401
-from .model import Architecture, per_sample_scores
+from .model import Architecture, per_sample_scores, shared_inputs
 
 UNIT_CHUNK = 32  # units evaluated together on the test set (bounds activation memory)
 
@@ -40,9 +40,10 @@ def _weighted_scores(arch, theta, test: Split, weights: torch.Tensor):
     n_rep, n_units, n_par = theta.shape
     flat = theta.reshape(-1, n_par)  # [R*N, P]
     weights = weights.to(theta.device)
+    inputs = shared_inputs(test.x)  # prepared once per test set
     losses, accs = [], []
     for start in range(0, len(flat), UNIT_CHUNK):
-        loss, correct = per_sample_scores(arch, flat[start : start + UNIT_CHUNK], test.x, test.y)
+        loss, correct = per_sample_scores(arch, flat[start : start + UNIT_CHUNK], inputs, test.y)
         losses.append(loss.double() @ weights)  # [u, K]
         accs.append(correct.double() @ weights)
     shape = (n_rep, n_units, weights.shape[1])

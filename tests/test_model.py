@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decentral.model import Architecture, forward, init_params, layer_views, loss_and_grad
+from decentral.model import (
+    Architecture, forward, init_params, layer_views, loss_and_grad, per_sample_scores, shared_inputs,
+    transposed_logits,
+)
 from decentral.streams import init_generator
 
 
@@ -46,3 +49,21 @@ def test_init_schemes():
     assert abs(normal.std().item() - 1.0) < 0.03 and abs(normal.mean().item()) < 0.03
     again = init_params(arch, [init_generator(1, 0)], "pytorch")[0]
     assert torch.equal(default, again)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_shared_inputs_drop_dead_pixels_and_carry_the_bias(depth):
+    arch = Architecture(depth=depth)
+    theta = init_params(arch, [init_generator(3, u) for u in range(4)], "normal")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(50, 784, generator=gen) * (torch.rand(50, 784, generator=gen) < 0.3)
+    x[:, :100] = 0  # pixels that are zero in every image, as MNIST's borders
+    prepared = shared_inputs(x)
+    assert len(prepared.live) == int((x != 0).any(dim=0).sum()) <= 684
+    assert shared_inputs(x) is prepared  # prepared once per tensor
+    logits = transposed_logits(arch, theta, prepared)  # [U, C, T]
+    assert torch.allclose(logits, transposed_logits(arch, theta, x), rtol=1e-5, atol=1e-4)
+    for u in range(4):
+        assert torch.allclose(logits[u].T, arch.to_module(theta[u])(x), rtol=1e-5, atol=1e-4)
+    loss, correct = per_sample_scores(arch, theta, prepared, torch.randint(0, 10, (50,), generator=gen))
+    assert loss.shape == correct.shape == (4, 50)
