@@ -3,7 +3,8 @@
 Above the first layer every tensor of the paper's units is tiny ([U, 20, 32] at batch 32), so
 the ~20 PyTorch ops of their forward pass, softmax and backward pass cost mostly per-op
 overhead: measured ~280 us per step for N=10, D=2 against ~80 us for this one compiled loop
-nest per unit. The first layer's two large products stay in PyTorch (MKL).
+nest per unit; units run in parallel on PyTorch's thread count (numba's prange). The first
+layer's two large products stay in PyTorch (MKL).
 
 `decentral.model.loss_and_grad` calls :func:`upper_grad` for float32 CPU tensors when numba
 imports and DECENTRAL_KERNELS is not "torch"; its PyTorch path (GPU, other dtypes, or
@@ -55,12 +56,20 @@ def upper_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, z0: torch.
     layers 1.. and of the first layer's bias into grad; the caller adds the first layer's
     weight gradient (dL/dz0 times its inputs).
     """
+    _match_threads()
     z0 = z0.contiguous()
     delta0 = torch.empty_like(z0)
     loss = torch.empty(z0.shape[0], dtype=z0.dtype)
     _fused_upper(z0.numpy(), theta.numpy(), grad.numpy(), y.contiguous().numpy(),
                  _layout(tuple(layer_shapes)), loss.numpy(), delta0.numpy())
     return (loss if with_loss else None), delta0
+
+
+def _match_threads() -> None:
+    """Run the kernel's units on as many threads as PyTorch uses (--threads, Ray's one CPU)."""
+    wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
 
 
 if numba is not None:
@@ -131,16 +140,16 @@ if numba is not None:
                 if a[i, b] <= 0:  # as threshold_backward: a NaN activation passes its gradient
                     back[i, b] = 0
 
-    @_jit
+    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
     def _fused_upper(z0, theta, grad, labels, layout, loss, delta0):
         """Per unit: ReLU, layers 1.., softmax, backward to dL/dz0 (see `upper_grad`)."""
         n_layers, batch = layout.shape[0], z0.shape[2]
         width = max(z0.shape[1], layout[:, 1].max())
-        acts = np.empty((n_layers, width, batch), z0.dtype)  # acts[l]: input of layer l (l >= 1)
-        z = np.empty((width, batch), z0.dtype)  # pre-activations of the current layer
-        d = np.empty((width, batch), z0.dtype)  # dL/d(pre-activations), going down
-        back = np.empty((width, batch), z0.dtype)
-        for u in range(z0.shape[0]):
+        for u in numba.prange(z0.shape[0]):  # units in parallel, each with its own scratch
+            acts = np.empty((n_layers, width, batch), z0.dtype)  # acts[l]: input of layer l (l >= 1)
+            z = np.empty((width, batch), z0.dtype)  # pre-activations of the current layer
+            d = np.empty((width, batch), z0.dtype)  # dL/d(pre-activations), going down
+            back = np.empty((width, batch), z0.dtype)
             h = z0[u]
             for l in range(1, n_layers):
                 fan_in, fan_out, w_at, b_at = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
