@@ -34,6 +34,8 @@ class RunConfig:
     lr: float = _f(0.005, "SGD learning rate eta (paper: 0.005)")
     weight_decay: float = _f(1e-3, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
     batch_size: int = _f(32, "images per SGD batch, drawn from the unit's own shard (paper: 32)")
+    batches: str = _f("iid", "batch sampling from the unit's shard: iid draws, or window: consecutive "
+                      "images at a random offset (the authors' notebook)", choices=("iid", "window"))
     transient: int = _f(5000, "steps discarded before measuring (paper: 5,000 or 20,000)")
     steps: int = _f(5000, "measured steps after the transient (paper: 5,000 or 20,000)")
     eval_every: int = _f(20, "evaluate observables every this many measured steps (paper: 20)")

@@ -28,6 +28,7 @@ class Hyper:
     lr: float = 0.005  # SGD learning rate eta
     weight_decay: float = 1e-3  # L2 weight decay gamma, inside the local gradient
     batch_size: int = 32  # images per batch from the unit's own shard
+    batches: str = "iid"  # batch scheme: iid draws, or "window" (consecutive, the authors' notebook)
 
 
 @dataclass
@@ -62,11 +63,11 @@ def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.T
     return values.to(device=device, dtype=dtype).view(n_replicas, 1, 1)
 
 
-def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int):
+def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: str = "iid"):
     """batches(step) -> (x [K*N, B, n_in], y [K*N, B]): the batch each (seed, unit) stream
     trains on at `step`, gathered from the shard-sorted training split (seed-major)."""
     keys = [(s, u) for s in seeds for u in range(shards.n_units)]
-    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, shards.train.x.device)
+    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, shards.train.x.device, scheme)
     train_x, train_y = shards.train.x, shards.train.y
 
     def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +91,7 @@ def make_step_fn(
 
     q [N, N] or [R, N, N]; sigma [R, 1, 1]; shards on the engine's device; seeds [R].
     """
-    batches = batch_source(shards, seeds, hyper.batch_size)
+    batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
     op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
 
     def step_fn(state: EngineState) -> EngineState:

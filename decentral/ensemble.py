@@ -69,7 +69,7 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
     q [N, N] or [R, N, N]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    batches = batch_source(shards, seeds, hyper.batch_size)
+    batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
     op = coupling_operator(q, sigma, n_units, hyper)  # [R, N, N], built once
 
     def step_fn(state: EngineState) -> EngineState:

@@ -86,7 +86,7 @@ def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measureme
     state = init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device)
     step_fn = make_step_fn(problem.arch, shards, coupling_tensor(problem.q, 1, device),
                            sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
-                           Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size))
+                           Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
 
     def advance(n: int) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import UserInputError
+
 _INIT, _BATCH = 0, 1  # stream purposes
 CHUNK_STEPS = 256  # steps of batch indices drawn per generator call
 
@@ -27,14 +29,24 @@ def init_generator(seed: int, unit: int) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, unit, _INIT))
 
 
-def batch_chunk(seed: int, unit: int, chunk: int, shard_size: int, batch_size: int) -> np.ndarray:
+SAMPLING = ("iid", "window")  # batch schemes, see batch_chunk
+
+
+def batch_chunk(seed: int, unit: int, chunk: int, shard_size: int, batch_size: int,
+                scheme: str = "iid") -> np.ndarray:
     """Local sample indices [CHUNK_STEPS, B] for steps chunk*CHUNK_STEPS ... of one unit.
 
-    Every index is an i.i.d. uniform draw from the unit's shard (with replacement), the
-    "cleaner choice" the reference protocol notes beside the notebook's consecutive windows.
+    "iid": every index an i.i.d. uniform draw from the unit's shard (with replacement), the
+    "cleaner choice" the reference protocol notes; "window": B consecutive samples of the shard
+    from a uniform random offset, as the authors' notebook drew its batches.
     """
     rng = np.random.default_rng(stream_seed(seed, unit, _BATCH, chunk))
-    return rng.integers(0, shard_size, size=(CHUNK_STEPS, batch_size))
+    if scheme == "iid":
+        return rng.integers(0, shard_size, size=(CHUNK_STEPS, batch_size))
+    if scheme != "window":
+        raise ValueError(f"unknown batch scheme {scheme!r}; expected one of {SAMPLING}")
+    starts = rng.integers(0, shard_size - batch_size + 1, size=(CHUNK_STEPS, 1))
+    return starts + np.arange(batch_size)
 
 
 class BatchIndexer:
@@ -44,11 +56,15 @@ class BatchIndexer:
     training set. `keys` lists the (seed, unit) of each stacked row, in stacking order.
     """
 
-    def __init__(self, keys, shard_offsets, shard_sizes, batch_size: int, device="cpu"):
+    def __init__(self, keys, shard_offsets, shard_sizes, batch_size: int, device="cpu", scheme: str = "iid"):
         self.keys = [(int(s), int(u)) for s, u in keys]
         self.offsets = [int(shard_offsets[u]) for _, u in self.keys]
         self.sizes = [int(shard_sizes[u]) for _, u in self.keys]
         self.batch_size = batch_size
+        self.scheme = scheme
+        if scheme == "window" and min(self.sizes, default=batch_size) < batch_size:
+            raise UserInputError(f"--batches window needs every shard to hold at least --batch-size "
+                                 f"{batch_size} samples; the smallest holds {min(self.sizes)}")
         self.device = device
         self._chunk_id = -1
         self._chunk: torch.Tensor | None = None  # [CHUNK_STEPS, U, B]
@@ -63,7 +79,7 @@ class BatchIndexer:
 
     def _draw(self, chunk_id: int) -> torch.Tensor:
         blocks = [
-            batch_chunk(seed, unit, chunk_id, size, self.batch_size) + offset
+            batch_chunk(seed, unit, chunk_id, size, self.batch_size, self.scheme) + offset
             for (seed, unit), offset, size in zip(self.keys, self.offsets, self.sizes)
         ]
         stacked = np.stack(blocks, axis=1)  # [CHUNK_STEPS, U, B]

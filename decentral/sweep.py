@@ -31,7 +31,7 @@ from .sweep_config import SweepConfig, config_hash, science_dict
 from .sweep_plan import Group, chain_id, count_points, plan_groups, point_id
 from .sweep_store import load_chain_state, open_store, save_chain_state, write_point, write_results
 
-CONFIG_COLUMNS = ("units", "width", "lr", "weight_decay", "batch_size", "transient", "steps",
+CONFIG_COLUMNS = ("units", "width", "lr", "weight_decay", "batch_size", "batches", "transient", "steps",
                   "eval_every", "init", "partition", "classes_per_unit", "dirichlet_alpha")
 
 # sink(records, chain_states): called when points finish; chain_states maps chain id -> payload
@@ -63,7 +63,7 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
     n_rep = len(sigmas)
     step_fn = make_ensemble_step_fn(problem.arch, shards, coupling_tensor(problem.q, n_rep, device),
                                     sigma_tensor(sigmas, n_rep, device), seeds, per_seed,
-                                    Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size))
+                                    Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
 
     def advance(n: int) -> None:

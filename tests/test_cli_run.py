@@ -37,6 +37,12 @@ def test_same_seed_same_summary(capsys, mnist_root):
     assert strip(a) != strip(c)
 
 
+def test_window_batches_run_and_differ_from_iid(capsys, mnist_root):
+    window = _run_json(capsys, "--data-root", mnist_root, "--batches", "window", *FAST)
+    iid = _run_json(capsys, "--data-root", mnist_root, *FAST)
+    assert window["diverged"] is False and window["accuracy"] != iid["accuracy"]
+
+
 def test_config_file_keys_match_flags_and_flags_win(capsys, tmp_path, monkeypatch, mnist_root):
     monkeypatch.setenv("DECENTRAL_DATA", mnist_root)
     toml = tmp_path / "c.toml"
@@ -80,6 +86,7 @@ BAD = [
     (["--steps", "1.5"], "--steps: expected int"),
     (["--sigma", "nan"], "--sigma must be a finite number"),
     (["--init", "xavier"], "--init must be one of pytorch, normal"),
+    (["--batches", "random"], "--batches must be one of iid, window"),
     (["--bogus", "1"], "unrecognized arguments: --bogus"),
     (["--data-root", "/nonexistent/dir"], "data root '/nonexistent/dir' does not exist"),
     (["--device", "tpu9"], "--device"),

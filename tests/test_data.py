@@ -76,3 +76,25 @@ def test_subsample_test_is_fixed():
     a, b = subsample_test(test, 50), subsample_test(test, 50)
     assert len(a.y) == 50 and torch.equal(a.x, b.x)
     assert subsample_test(test, None) is test
+
+
+def test_window_batches_are_consecutive_runs_inside_each_shard():
+    offsets, sizes = np.array([0, 100, 250]), np.array([100, 150, 40])
+    windows = BatchIndexer([(3, u) for u in range(3)], offsets, sizes, batch_size=40, scheme="window")
+    starts = []
+    for step in range(2 * CHUNK_STEPS):
+        idx = windows.indices(step)  # [U, B]
+        assert torch.equal(idx - idx[:, :1], torch.arange(40).expand(3, -1))  # consecutive
+        for unit in range(3):
+            assert idx[unit, 0] >= offsets[unit] and idx[unit, -1] < offsets[unit] + sizes[unit]
+        starts.append(idx[:, 0] - torch.as_tensor(offsets))
+    starts = torch.stack(starts)  # [steps, U]
+    assert (starts[:, 2] == 0).all()  # a shard of exactly one batch has one window
+    assert starts[:, 1].min() == 0 and starts[:, 1].max() == 150 - 40  # every offset reachable
+    iid = BatchIndexer([(3, 0)], offsets, sizes, batch_size=40)
+    assert not torch.equal(iid.indices(0)[0], windows.indices(0)[0])
+
+
+def test_window_batches_need_shards_of_a_whole_batch():
+    with pytest.raises(UserInputError, match="--batches window needs every shard"):
+        BatchIndexer([(0, 0), (0, 1)], np.array([0, 100]), np.array([100, 20]), batch_size=32, scheme="window")

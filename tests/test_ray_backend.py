@@ -186,3 +186,12 @@ def test_topology_of_another_size_is_refused(ray_session, synthetic_data):
     problem = make_problem(synthetic_data)
     with pytest.raises(UserInputError, match="topology has 4 nodes but --units is 5"):
         ray_run(problem, config(units=5))
+
+
+def test_ray_equals_local_engine_with_window_batches(ray_session, synthetic_data):
+    problem = make_problem(synthetic_data)
+    cfg = config(batches="window", units_per_actor=2, steps=20)
+    theta, _, _ = ray_run(problem, cfg)
+    theta_local, _ = local_run(problem, cfg)
+    torch.testing.assert_close(theta, theta_local, atol=1e-5, rtol=0)
+    assert not torch.allclose(theta_local, local_run(problem, config(units_per_actor=2, steps=20))[0])

@@ -33,6 +33,7 @@ class BlockHyper:
     staleness: int  # s (0: synchronous)
     seed: int
     init: str  # "pytorch" or "normal"
+    batches: str = "iid"  # batch scheme (streams.batch_chunk)
 
 
 def initial_block(arch: Architecture, hyper: BlockHyper, units) -> torch.Tensor:
@@ -47,7 +48,8 @@ def full_initial(arch: Architecture, hyper: BlockHyper) -> torch.Tensor:
 
 def make_indexer(hyper: BlockHyper, units, data: BlockData) -> BatchIndexer:
     """Batch indices [n, B] per step into the block's rows, a pure function of (seed, unit, step)."""
-    return BatchIndexer([(hyper.seed, u) for u in units], data.offsets, data.sizes, hyper.batch_size)
+    return BatchIndexer([(hyper.seed, u) for u in units], data.offsets, data.sizes, hyper.batch_size,
+                        scheme=hyper.batches)
 
 
 def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: int) -> torch.Tensor:

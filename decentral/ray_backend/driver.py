@@ -33,7 +33,7 @@ class ActorsLost(Exception):
 
 def hyper_of(cfg) -> BlockHyper:
     return BlockHyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.sigma, cfg.units,
-                      cfg.gossip_period, cfg.staleness, cfg.seed, cfg.init)
+                      cfg.gossip_period, cfg.staleness, cfg.seed, cfg.init, cfg.batches)
 
 
 class Fleet:
