@@ -12,6 +12,7 @@ window of each side, their ratio, and the engine's best window (what the code do
 machine is quiet).
 
     python benchmarks/bench_engine.py [--data-root DIR] [--steps 2000] [--rounds 5] [--threads 2]
+                                      [--batches iid|window]
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from decentral.streams import BatchIndexer
 SIGMA = 30.0
 
 
-def engine_windows(arch, shards, kernel_mode: str = "fused"):
+def engine_windows(arch, shards, batches: str, kernel_mode: str = "fused"):
     """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), with
     the layers above the first on the fused kernel ("fused") or on PyTorch ops ("torch")."""
     n = shards.n_units
     os.environ[kernels.KERNELS_ENV] = kernel_mode
     step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n), 1, "cpu"),
-                           sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper())
+                           sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper(batches=batches))
     state = [run_steps(step_fn, init_state(arch, [0], n), 50)]  # warm-up
 
     def window(n_steps: int) -> float:
@@ -51,13 +52,14 @@ def engine_windows(arch, shards, kernel_mode: str = "fused"):
     return window
 
 
-def loop_windows(arch, shards):
+def loop_windows(arch, shards, batches: str):
     """window(n_steps) -> steps/s of the notebook-style per-unit loop over the next n_steps."""
     n, hyper = shards.n_units, Hyper()
     theta0 = init_state(arch, [0], n).theta[0]
     nets = [arch.to_module(theta0[u]) for u in range(n)]
     opts = [torch.optim.SGD(m.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay) for m in nets]
-    indexer = BatchIndexer([(0, u) for u in range(n)], shards.offsets, shards.sizes, hyper.batch_size)
+    indexer = BatchIndexer([(0, u) for u in range(n)], shards.offsets, shards.sizes, hyper.batch_size,
+                           scheme=batches)
     x, y = shards.train.x, shards.train.y
 
     def step(t: int) -> None:
@@ -95,19 +97,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5, help="alternating windows per side")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", choices=("iid", "window"), default="iid", help="batch scheme (both sides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, _ = load_mnist(resolve_data_root(args.data_root))
     shards = partition(train, 10, "class", seed=0)
-    print(f"N=10, batch 32, mean field, {args.threads} threads, {args.rounds} alternating windows "
+    print(f"N=10, batch 32 ({args.batches}), mean field, {args.threads} threads, {args.rounds} alternating windows "
           f"of {args.steps} engine / {max(args.steps // 10, 50)} loop steps")
     print(f"{'D':>2} {'engine steps/s':>15} {'per-unit loop steps/s':>22} {'ratio':>7} {'engine best':>12}"
           f" {'engine, PyTorch path':>21} {'kernel gain':>12}")
     fused = "fused" if kernels.numba is not None else "torch"
     for depth in (0, 1, 2):
         arch = Architecture(depth=depth)
-        sides = (engine_windows(arch, shards, fused), loop_windows(arch, shards),
-                 engine_windows(arch, shards, "torch"))
+        sides = (engine_windows(arch, shards, args.batches, fused), loop_windows(arch, shards, args.batches),
+                 engine_windows(arch, shards, args.batches, "torch"))
         loop_steps = max(args.steps // 10, 50)
         rates = [(sides[0](args.steps), sides[1](loop_steps), sides[2](args.steps)) for _ in range(args.rounds)]
         fast, slow, plain = (statistics.median(side) for side in zip(*rates))
