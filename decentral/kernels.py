@@ -72,8 +72,21 @@ def _match_threads() -> None:
         numba.set_num_threads(wanted)
 
 
+_FASTMATH = {"reassoc", "contract", "nsz"}  # vectorized sums; no nnan/ninf: NaN must propagate
+
+
+def _compiled(**options):
+    """numba.njit with the on-disk cache, or without it where no cache folder is writable."""
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, fastmath=_FASTMATH, **options)(fn)
+        except RuntimeError:  # numba found no writable cache locator (a read-only install)
+            return numba.njit(fastmath=_FASTMATH, **options)(fn)
+    return wrap
+
+
 if numba is not None:
-    _jit = numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz"})  # no nnan/ninf: NaN must propagate
+    _jit = _compiled()
 
     @_jit
     def _dense(w, bias, a, z):
@@ -140,7 +153,7 @@ if numba is not None:
                 if a[i, b] <= 0:  # as threshold_backward: a NaN activation passes its gradient
                     back[i, b] = 0
 
-    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+    @_compiled(parallel=True)
     def _fused_upper(z0, theta, grad, labels, layout, loss, delta0):
         """Per unit: ReLU, layers 1.., softmax, backward to dL/dz0 (see `upper_grad`)."""
         n_layers, batch = layout.shape[0], z0.shape[2]
