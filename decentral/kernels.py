@@ -57,10 +57,10 @@ def upper_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, z0: torch.
     weight gradient (dL/dz0 times its inputs).
     """
     _match_threads()
-    z0 = z0.contiguous()
+    z0 = z0.detach().contiguous()
     delta0 = torch.empty_like(z0)
     loss = torch.empty(z0.shape[0], dtype=z0.dtype)
-    _fused_upper(z0.numpy(), theta.numpy(), grad.numpy(), y.contiguous().numpy(),
+    _fused_upper(z0.numpy(), theta.detach().numpy(), grad.numpy(), y.contiguous().numpy(),
                  _layout(tuple(layer_shapes)), loss.numpy(), delta0.numpy())
     return (loss if with_loss else None), delta0
 

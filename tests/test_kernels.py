@@ -70,3 +70,22 @@ def test_unknown_kernel_choice_is_rejected(monkeypatch):
     monkeypatch.setenv(kernels.KERNELS_ENV, "fast")
     with pytest.raises(UserInputError, match="DECENTRAL_KERNELS='fast'"):
         kernels.usable(torch.zeros(1, 3))
+
+
+def test_kernel_compiles_without_a_writable_cache(monkeypatch):
+    real_njit = kernels.numba.njit
+
+    def njit(*args, cache=False, **options):
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(*args, **options)
+
+    monkeypatch.setattr(kernels.numba, "njit", njit)
+    twice = kernels._compiled()(lambda v: 2 * v)
+    assert twice(21) == 42
+
+
+def test_parameters_that_require_grad_are_accepted():
+    arch, theta, x, y = _problem(1)
+    loss, grad = loss_and_grad(arch, theta.requires_grad_(), x, y)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
