@@ -29,7 +29,7 @@ from decentral.coupling import mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
 from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
-from decentral.streams import BatchIndexer
+from decentral.streams import SAMPLING, BatchIndexer
 
 SIGMA = 30.0
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5, help="alternating windows per side")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", choices=("iid", "window"), default="iid", help="batch scheme (both sides)")
+    parser.add_argument("--batches", choices=SAMPLING, default="iid", help="batch scheme (both sides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, _ = load_mnist(resolve_data_root(args.data_root))
