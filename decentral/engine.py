@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .data import Shards
-from .model import Architecture, init_params, loss_and_grad
+from .model import Architecture, UnitBatches, init_params, loss_and_grad
 from .streams import BatchIndexer, init_generator
 from .update import apply_operator, step_operator
 
@@ -64,17 +64,16 @@ def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.T
 
 
 def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: str = "iid"):
-    """batches(step) -> (x [K*N, B, n_in], y [K*N, B]): the batch each (seed, unit) stream
-    trains on at `step`, gathered from the shard-sorted training split (seed-major)."""
+    """batches(step) -> (inputs, y [K*N, B]): the batch each (seed, unit) stream trains on at
+    `step`, as UnitBatches over the shard-sorted training split (seed-major); nothing is copied
+    until a path asks for `inputs.x` [K*N, B, n_in]."""
     keys = [(s, u) for s in seeds for u in range(shards.n_units)]
     indexer = BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, shards.train.x.device, scheme)
     train_x, train_y = shards.train.x, shards.train.y
 
-    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batches(step: int) -> tuple[UnitBatches, torch.Tensor]:
         idx = indexer.indices(step)  # [K*N, B]
-        flat = idx.view(-1)
-        return (train_x.index_select(0, flat).view(*idx.shape, -1),
-                train_y.index_select(0, flat).view(idx.shape))
+        return UnitBatches(train_x, idx), train_y.index_select(0, idx.view(-1)).view(idx.shape)
 
     return batches
 
@@ -96,8 +95,8 @@ def make_step_fn(
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
-        x, y = batches(state.step)  # [R*N, B, n_in], [R*N, B]
-        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), x, y, with_loss=False)
+        inputs, y = batches(state.step)  # UnitBatches of R*N units, [R*N, B]
+        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), inputs, y, with_loss=False)
         new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)  # [R, N, P]
         return EngineState(new, state.step + 1)
 

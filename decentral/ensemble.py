@@ -74,9 +74,9 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, s
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
-        x, y = batches(state.step)  # [K*N, B, I], [K*N, B]
+        inputs, y = batches(state.step)  # UnitBatches of K*N units, [K*N, B]
         b = y.shape[-1]
-        shared = SharedBatches(x.view(n_seeds, n_units, b, -1), per_seed)  # x as [K, N, B, I]
+        shared = SharedBatches(inputs.x.view(n_seeds, n_units, b, -1), per_seed)  # x as [K, N, B, I]
         labels = y.view(n_seeds, 1, n_units, b).expand(-1, per_seed, -1, -1).reshape(-1, b)  # [R*N, B]
         _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
         new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)

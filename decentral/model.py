@@ -72,7 +72,7 @@ def transposed_logits(arch: Architecture, theta: torch.Tensor, x) -> torch.Tenso
         n_units, fan_out, fan_in = w.shape
         h = torch.addmm(b.reshape(-1, 1), w.reshape(-1, fan_in), x.T).view(n_units, fan_out, -1)
     else:
-        h = UnitBatches(x).forward(w, b)  # [U, fan_out, B]
+        h = UnitBatches.stacked(x).forward(w, b)  # [U, fan_out, B]
     return _upper_layers(layers, h)
 
 
@@ -128,14 +128,33 @@ def layer_views(arch: Architecture, theta: torch.Tensor) -> list[tuple[torch.Ten
 
 
 class UnitBatches:
-    """The first layer's products when every unit trains on its own batch x [U, B, n_in].
+    """Each unit's own batch, given as rows of a source matrix: unit u trains on source[rows[u]].
 
-    `loss_and_grad` touches the inputs only here; `decentral.ensemble.SharedBatches` is the
-    same contract for replicas that share a batch (one wide GEMM per batch)."""
+    The engine passes the training split and the step's batch indices, so no batch tensor is
+    gathered on the fused CPU path (`kernels.local_grad` copies each unit's rows into a tile of
+    its own); the PyTorch path gathers x [U, B, n_in] once, on first use. `loss_and_grad` touches
+    the inputs only here; `decentral.ensemble.SharedBatches` is the same contract for replicas
+    that share a batch (one wide GEMM per batch).
+    """
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x  # [U, B, n_in]
-        self.batch_size = x.shape[1]
+    def __init__(self, source: torch.Tensor, rows: torch.Tensor, x: torch.Tensor | None = None):
+        self.source = source  # [M, n_in]
+        self.rows = rows  # [U, B] indices into source
+        self.batch_size = rows.shape[1]
+        self._x = x
+
+    @classmethod
+    def stacked(cls, x: torch.Tensor) -> "UnitBatches":
+        """Batches already stacked as x [U, B, n_in]."""
+        units, batch = x.shape[:2]
+        return cls(x.reshape(units * batch, -1), _row_numbers(units, batch, x.device), x)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The batches as one tensor [U, B, n_in] (gathered on first use)."""
+        if self._x is None:
+            self._x = self.source.index_select(0, self.rows.reshape(-1)).view(*self.rows.shape, -1)
+        return self._x
 
     def forward(self, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """W x^T + b, transposed: [U, fan_out, B] from w [U, fan_out, n_in], b [U, fan_out, 1]."""
@@ -146,22 +165,34 @@ class UnitBatches:
         out.copy_(torch.bmm(delta, self.x))
 
 
+@functools.lru_cache(maxsize=8)
+def _row_numbers(units: int, batch: int, device: torch.device) -> torch.Tensor:
+    """arange(units * batch) as [units, batch] (read only): rows of stacked batches."""
+    return torch.arange(units * batch, device=device).view(units, batch)
+
+
 def loss_and_grad(
     arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Mean cross-entropy per unit [U] and its gradient [U, P] (no weight decay).
 
-    theta [U, P], x [U, B, n_in] (or an object with UnitBatches' contract), y [U, B] (class
-    indices). with_loss=False skips the loss (returns None for it). Activations are kept transposed,
-    [U, width, B], so every product is W @ h with W as stored (measured ~2x faster than
-    h @ W^T for these thin layers).
+    theta [U, P], x [U, B, n_in] or UnitBatches (or an object with its forward/weight_grad
+    contract), y [U, B] (class indices). with_loss=False skips the loss (returns None for it).
+
+    Float32 CPU units on their own batches take one fused numba kernel (`kernels.local_grad`).
+    Otherwise (GPU, other dtypes, DECENTRAL_KERNELS=torch, shared batches) the first layer runs
+    as batched GEMMs, the layers above on `kernels.upper_grad` or PyTorch ops; activations are
+    kept transposed, [U, width, B], so every product is W @ h with W as stored (measured ~2x
+    faster than h @ W^T for these thin layers).
     """
-    inputs = UnitBatches(x) if isinstance(x, torch.Tensor) else x
+    inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
+    grad = torch.empty_like(theta)
+    if isinstance(inputs, UnitBatches) and kernels.usable(theta):  # the whole local gradient, one kernel
+        return kernels.local_grad(arch.layer_shapes, theta, grad, inputs.source, inputs.rows, y, with_loss), grad
     layers = layer_views(arch, theta)
     z0 = inputs.forward(*layers[0])  # first-layer outputs, transposed [U, width, B]
-    grad = torch.empty_like(theta)
     grad_layers = layer_views(arch, grad)
     if kernels.usable(theta):  # one fused CPU kernel for the small layers (same math)
         loss, delta = kernels.upper_grad(arch.layer_shapes, theta, grad, z0, y, with_loss)

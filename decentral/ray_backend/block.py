@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..engine import init_theta
-from ..model import Architecture, init_params, loss_and_grad
+from ..model import Architecture, UnitBatches, init_params, loss_and_grad
 from ..observables import test_metrics
 from ..streams import BatchIndexer, init_generator
 from ..update import euler_step
@@ -55,8 +55,8 @@ def make_indexer(hyper: BlockHyper, units, data: BlockData) -> BatchIndexer:
 def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: int) -> torch.Tensor:
     """Gradient [n, P] of each unit's loss on its batch of step `step`."""
     idx = indexer.indices(step)  # [n, B]
-    x = data.train.x.index_select(0, idx.reshape(-1)).view(*idx.shape, -1)  # [n, B, n_in]
-    _, grad = loss_and_grad(arch, theta, x, data.train.y[idx])
+    y = data.train.y.index_select(0, idx.reshape(-1)).view(idx.shape)  # [n, B]
+    _, grad = loss_and_grad(arch, theta, UnitBatches(data.train.x, idx), y)
     return grad
 
 
