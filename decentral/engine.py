@@ -5,6 +5,9 @@ returns a `step_fn(state) -> state` closed over the data and the coupling. Repli
 independent ensembles (different seeds, sigma or Q) advanced together; a single run is R=1.
 The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 as the linear map of
 :func:`decentral.update.step_operator` (the dense form of :func:`decentral.update.euler_step`).
+On the complete graph (the default) float32 CPU steps run both in one kernel pass per unit
+(`kernels.local_grad` with `update.mean_field_step`'s form), measured ~1.1-1.2x the separate
+Eq. 2 GEMM.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import kernels
 from .data import Shards
 from .model import Architecture, UnitBatches, init_params, loss_and_grad
 from .streams import BatchIndexer, init_generator
-from .update import apply_operator, step_operator
+from .update import apply_operator, mean_field_form, step_operator
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,18 @@ def make_step_fn(
     """
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
     op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
+    mean_field = mean_field_form(op)  # (alpha [R], c [R]) on the complete graph, else None
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
         inputs, y = batches(state.step)  # UnitBatches of R*N units, [R*N, B]
-        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), inputs, y, with_loss=False)
+        flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
+        if mean_field is not None and kernels.usable(flat):  # gradient and Eq. 2 in one kernel pass
+            new = torch.empty_like(flat)
+            kernels.local_grad(arch.layer_shapes, flat, new, inputs.source, inputs.rows, y, False,
+                               mean_field=(theta.sum(dim=1), *mean_field, hyper.lr))
+            return EngineState(new.view_as(theta), state.step + 1)
+        _, grad = loss_and_grad(arch, flat, inputs, y, with_loss=False)
         new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)  # [R, N, P]
         return EngineState(new, state.step + 1)
 

@@ -74,19 +74,35 @@ def upper_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, z0: torch.
 
 
 def local_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, source: torch.Tensor,
-               rows: torch.Tensor, y: torch.Tensor, with_loss: bool) -> torch.Tensor | None:
+               rows: torch.Tensor, y: torch.Tensor, with_loss: bool,
+               mean_field: tuple | None = None) -> torch.Tensor | None:
     """A unit's whole local gradient when each unit trains on its own batch: loss [U] (or None).
 
     Unit u's batch is source[rows[u]] (source [M, n_in] float32, rows [U, B] int64: a training
     split and batch indices, or stacked batches and an arange); y [U, B] class indices. Fills
     grad [U, P] (rows contiguous) completely. No batch tensor is gathered: each unit copies its
     rows into a tile of its own and keeps it in cache for both first-layer products.
+
+    mean_field=(total [R, P], alpha [R], c [R], lr) writes Eq. 2's new parameters into grad
+    instead, `update.mean_field_step` unit by unit while the unit's rows are in cache:
+    grad_u <- alpha theta_u + c total - lr grad_u, units laid out replica-major (U = R * N) and
+    total the sum of each replica's units.
     """
     _match_threads()
     loss = torch.empty(theta.shape[0], dtype=theta.dtype)
+    total, alpha, c, lr = mean_field if mean_field is not None else (_NO_TOTAL, _NO_SCALE, _NO_SCALE, 0.0)
     _fused_local(source.detach().contiguous().numpy(), rows.contiguous().numpy(), theta.detach().numpy(),
-                 grad.numpy(), y.contiguous().numpy(), _layout(tuple(layer_shapes)), loss.numpy())
+                 grad.numpy(), y.contiguous().numpy(), _layout(tuple(layer_shapes)), loss.numpy(),
+                 total.detach().contiguous().numpy(), _as_float32(alpha), _as_float32(c), np.float32(lr))
     return loss if with_loss else None
+
+
+_NO_TOTAL = torch.zeros(1, 0)  # mean_field=None: no coupling in the kernel
+_NO_SCALE = np.zeros(1, np.float32)
+
+
+def _as_float32(values) -> np.ndarray:
+    return np.ascontiguousarray(torch.as_tensor(values).detach().cpu().numpy(), dtype=np.float32).reshape(-1)
 
 
 def _match_threads() -> None:
@@ -269,11 +285,13 @@ if numba is not None:
             loss[u] = _upper_unit(z0[u], theta[u], grad[u], labels[u], layout, delta0[u])
 
     @_compiled(parallel=True)
-    def _fused_local(source, rows, theta, grad, labels, layout, loss):
-        """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient
-        (see `local_grad`). The tile [R, n_in] stays in the core's cache throughout."""
+    def _fused_local(source, rows, theta, grad, labels, layout, loss, total, alpha, c, lr):
+        """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
+        then Eq. 2 in mean-field form when total holds [R, P] (see `local_grad`). The tile
+        [R, n_in] stays in the core's cache throughout."""
         batch, fan_in, width, w_at, b_at = rows.shape[1], layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
         padded = -(-batch // 4) * 4  # tile rows: a multiple of the 4-row blocks, zeros past the batch
+        coupled, per_replica = total.shape[1] == theta.shape[1], theta.shape[0] // total.shape[0]
         for u in numba.prange(rows.shape[0]):
             tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
             for b in range(batch):
@@ -285,3 +303,8 @@ if numba is not None:
             delta0 = np.zeros((width, padded), theta.dtype)  # dL/dz0, zeros past the batch
             loss[u] = _upper_unit(z0[:, :batch], theta[u], grad[u], labels[u], layout, delta0[:, :batch])
             _tile_weight_grad(delta0, tile, grad[u, w_at:b_at].reshape((width, fan_in)))
+            if coupled:
+                r = u // per_replica
+                a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
+                for p in range(out.shape[0]):
+                    out[p] = a * own[p] + cr * row[p] - lr * out[p]

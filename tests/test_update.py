@@ -10,7 +10,8 @@ from decentral.data import partition
 from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import BatchIndexer
-from decentral.update import diffusion, euler_step
+from decentral import engine
+from decentral.update import apply_operator, diffusion, euler_step, mean_field_form, mean_field_step, step_operator
 
 
 def _reference_loop(arch, shards, theta0, q, sigma, hyper, seed, n_steps):
@@ -117,3 +118,55 @@ def test_same_seed_same_result_bitwise(synthetic_data):
     c = run_steps(make(), init_state(arch, [5], 10), 25)
     assert torch.equal(a.theta, b.theta)
     assert not torch.equal(a.theta, c.theta)
+
+
+def test_mean_field_form_is_found_only_on_the_complete_graph():
+    kw = dict(lr=0.005, n_units=6, weight_decay=1e-3)
+    sigma = torch.tensor([2.0, 40.0]).view(2, 1, 1)
+    alpha, c = mean_field_form(step_operator(torch.as_tensor(mean_field(6), dtype=torch.float32), sigma, **kw))
+    assert torch.allclose(c, 0.005 * sigma.flatten() / 6)
+    assert torch.allclose(alpha, 1 - 0.005 * 1e-3 - 6 * c)
+    ring = torch.as_tensor(np.roll(np.eye(6), 1, axis=1) + np.roll(np.eye(6), -1, axis=1), dtype=torch.float32)
+    assert mean_field_form(step_operator(ring, 5.0, **kw)) is None
+    weighted = torch.as_tensor(2 * mean_field(6), dtype=torch.float32)  # q_ij = 2: still alpha I + c 11^T
+    assert mean_field_form(step_operator(weighted, 5.0, **kw)) is not None
+
+
+def test_mean_field_step_equals_the_operator_form():
+    gen = torch.Generator().manual_seed(4)
+    theta, grad = torch.randn(2, 5, 30, generator=gen), torch.randn(2, 5, 30, generator=gen)
+    op = step_operator(torch.as_tensor(mean_field(5), dtype=torch.float32), torch.tensor([3.0, 80.0]).view(2, 1, 1),
+                       lr=0.01, n_units=5, weight_decay=1e-3)
+    got = mean_field_step(theta, grad, *mean_field_form(op), lr=0.01)
+    assert torch.allclose(got, apply_operator(op, theta, grad, lr=0.01), atol=1e-6)
+
+
+def test_mean_field_engine_equals_per_unit_module_loop(synthetic_data):
+    """The default coupling takes the engine's one-pass kernel (gradient and Eq. 2 together)."""
+    train, _ = synthetic_data
+    shards = partition(train, 5, "class", seed=0)
+    hyper, sigma, seed = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8), 9.0, 3
+    q = mean_field(5)
+    for depth in (0, 2):
+        arch = Architecture(depth=depth)
+        state = init_state(arch, [seed], 5)
+        expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
+        step_fn = make_step_fn(arch, shards, coupling_tensor(q, 1, "cpu"), sigma_tensor(sigma, 1, "cpu"),
+                               [seed], hyper)
+        got = run_steps(step_fn, state, 20).theta[0]
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
+
+
+def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, monkeypatch):
+    train, _ = synthetic_data
+    shards = partition(train, 4, "class", seed=0)
+    arch, seeds = Architecture(depth=1), [1, 2]
+    sigma = sigma_tensor([5.0, 60.0], 2, "cpu")
+
+    def run():
+        step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(4), 2, "cpu"), sigma, seeds, Hyper(batch_size=8))
+        return run_steps(step_fn, init_state(arch, seeds, 4), 10).theta
+
+    fused = run()
+    monkeypatch.setattr(engine, "mean_field_form", lambda op: None)
+    assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
