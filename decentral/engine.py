@@ -6,7 +6,7 @@ independent ensembles (different seeds, sigma or Q) advanced together; a single 
 The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 as the linear map of
 :func:`decentral.update.step_operator` (the dense form of :func:`decentral.update.euler_step`).
 On the complete graph (the default) float32 CPU steps run both in one kernel pass per unit
-(`kernels.local_grad` with `update.mean_field_step`'s form), measured ~1.1-1.2x the separate
+(`kernels.LocalGrad` with `update.mean_field_step`'s form), measured ~1.1-1.2x the separate
 Eq. 2 GEMM.
 """
 
@@ -96,22 +96,31 @@ def make_step_fn(
     """
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
     op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
-    mean_field = mean_field_form(op)  # (alpha [R], c [R]) on the complete graph, else None
+    fused = _mean_field_kernel(arch, shards, op, hyper)  # gradient and Eq. 2 in one pass, or None
 
     def step_fn(state: EngineState) -> EngineState:
         theta = state.theta  # [R, N, P]
         inputs, y = batches(state.step)  # UnitBatches of R*N units, [R*N, B]
         flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
-        if mean_field is not None and kernels.usable(flat):  # gradient and Eq. 2 in one kernel pass
+        if fused is not None and kernels.usable(flat):
             new = torch.empty_like(flat)
-            kernels.local_grad(arch.layer_shapes, flat, new, inputs.source, inputs.rows, y, False,
-                               mean_field=(theta.sum(dim=1), *mean_field, hyper.lr))
+            fused(flat, new, inputs.rows, y)
             return EngineState(new.view_as(theta), state.step + 1)
         _, grad = loss_and_grad(arch, flat, inputs, y, with_loss=False)
         new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)  # [R, N, P]
         return EngineState(new, state.step + 1)
 
     return step_fn
+
+
+def _mean_field_kernel(arch: Architecture, shards: Shards, op: torch.Tensor, hyper: Hyper):
+    """kernels.LocalGrad writing Eq. 2's new parameters when every replica couples on the complete
+    graph and the CPU kernels can run; None otherwise (the step then runs Eq. 2 as one GEMM)."""
+    mean_field = mean_field_form(op)  # (alpha [R], c [R]) on the complete graph, else None
+    train_x = shards.train.x
+    if mean_field is None or kernels.numba is None or train_x.device.type != "cpu" or train_x.dtype != torch.float32:
+        return None
+    return kernels.LocalGrad(arch.layer_shapes, train_x, (*mean_field, hyper.lr))
 
 
 def coupling_operator(q: torch.Tensor, sigma: torch.Tensor, n_units: int, hyper: Hyper) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Fused CPU kernels (numba): a unit's whole local gradient in one compiled loop nest.
 
-:func:`local_grad` serves units that each train on their own batch (the engine, Ray blocks).
+:class:`LocalGrad` serves units that each train on their own batch (the engine, Ray blocks).
 Per unit, in parallel over units on PyTorch's thread count (numba's prange): copy the batch's
 rows into a tile [B, 784] of its own, the first layer's forward product, ReLU, the small layers,
 softmax and backward, then the first layer's weight gradient. The tile stays in the core's
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import numpy as np
 import torch
@@ -73,43 +74,59 @@ def upper_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, z0: torch.
     return (loss if with_loss else None), delta0
 
 
-def local_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, source: torch.Tensor,
-               rows: torch.Tensor, y: torch.Tensor, with_loss: bool,
-               mean_field: tuple | None = None) -> torch.Tensor | None:
-    """A unit's whole local gradient when each unit trains on its own batch: loss [U] (or None).
+class LocalGrad:
+    """The whole-local-gradient kernel bound to one training source, for units that each train
+    on their own batch; `__call__(theta, out, rows, y)` runs one step.
 
-    Unit u's batch is source[rows[u]] (source [M, n_in] float32, rows [U, B] int64: a training
-    split and batch indices, or stacked batches and an arange); y [U, B] class indices. Fills
-    grad [U, P] (rows contiguous) completely. No batch tensor is gathered: each unit copies its
-    rows into a tile of its own and keeps it in cache for both first-layer products.
-
-    mean_field=(total [R, P], alpha [R], c [R], lr) writes Eq. 2's new parameters into grad
-    instead, `update.mean_field_step` unit by unit while the unit's rows are in cache:
-    grad_u <- alpha theta_u + c total - lr grad_u, units laid out replica-major (U = R * N) and
-    total the sum of each replica's units.
+    Unit u's batch is source[rows[u]] (source [M, n_in] float32: a training split, or stacked
+    batches with rows an arange; rows [U, B] int64); y [U, B] class indices; theta, out [U, P]
+    (rows contiguous). Without mean_field, out receives the gradient of each unit's mean
+    cross-entropy (no weight decay). With mean_field=(alpha [R], c [R], lr) it receives Eq. 2's
+    new parameters, `update.mean_field_step` unit by unit while the unit's rows are in cache:
+    out_u = alpha theta_u + c sum_j theta_j - lr grad_u, the sum over u's replica (units
+    replica-major, U = R * N). No batch tensor is gathered: each unit copies its rows into a tile
+    of its own and keeps it in cache for both first-layer products. Everything fixed across steps
+    is converted once here (per-step Python work is ~10% of a step at N = 10).
     """
-    _match_threads()
-    loss = torch.empty(theta.shape[0], dtype=theta.dtype)
-    total, alpha, c, lr = mean_field if mean_field is not None else (_NO_TOTAL, _NO_SCALE, _NO_SCALE, 0.0)
-    _fused_local(source.detach().contiguous().numpy(), rows.contiguous().numpy(), theta.detach().numpy(),
-                 grad.numpy(), y.contiguous().numpy(), _layout(tuple(layer_shapes)), loss.numpy(),
-                 total.detach().contiguous().numpy(), _as_float32(alpha), _as_float32(c), np.float32(lr))
-    return loss if with_loss else None
+
+    def __init__(self, layer_shapes, source: torch.Tensor, mean_field: tuple | None = None):
+        self.layout = _layout(tuple(layer_shapes))
+        self.source = source.detach().contiguous()  # kept alive: the kernel reads its memory
+        self._source = self.source.numpy()
+        alpha, c, lr = mean_field if mean_field is not None else ((), (), 0.0)
+        self._alpha, self._c = _as_float32(alpha), _as_float32(c)
+        self._lr = np.float32(lr)
+
+    def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says."""
+        _match_threads()
+        loss = np.empty(theta.shape[0], self._source.dtype)
+        _fused_local(self._source, rows.contiguous().numpy(), theta.detach().numpy(), out.numpy(),
+                     y.contiguous().numpy(), self.layout, loss, self._alpha, self._c, self._lr)
+        return loss
 
 
-_NO_TOTAL = torch.zeros(1, 0)  # mean_field=None: no coupling in the kernel
-_NO_SCALE = np.zeros(1, np.float32)
+def local_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, source: torch.Tensor,
+               rows: torch.Tensor, y: torch.Tensor, with_loss: bool) -> torch.Tensor | None:
+    """One call of :class:`LocalGrad` without coupling: fills grad [U, P], returns loss [U] or None."""
+    loss = LocalGrad(layer_shapes, source)(theta, grad, rows, y)
+    return torch.from_numpy(loss) if with_loss else None
 
 
 def _as_float32(values) -> np.ndarray:
     return np.ascontiguousarray(torch.as_tensor(values).detach().cpu().numpy(), dtype=np.float32).reshape(-1)
 
 
+_THREADS_SET: dict = {}  # calling thread -> the count last given to numba (numba's setting is per thread)
+
+
 def _match_threads() -> None:
     """Run the kernel's units on as many threads as PyTorch uses (--threads, Ray's one CPU)."""
     wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != wanted:
+    caller = threading.get_ident()
+    if _THREADS_SET.get(caller) != wanted:
         numba.set_num_threads(wanted)
+        _THREADS_SET[caller] = wanted
 
 
 _FASTMATH = {"reassoc", "contract", "nsz"}  # vectorized sums; no nnan/ninf: NaN must propagate
@@ -285,13 +302,15 @@ if numba is not None:
             loss[u] = _upper_unit(z0[u], theta[u], grad[u], labels[u], layout, delta0[u])
 
     @_compiled(parallel=True)
-    def _fused_local(source, rows, theta, grad, labels, layout, loss, total, alpha, c, lr):
+    def _fused_local(source, rows, theta, grad, labels, layout, loss, alpha, c, lr):
         """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
-        then Eq. 2 in mean-field form when total holds [R, P] (see `local_grad`). The tile
-        [R, n_in] stays in the core's cache throughout."""
+        then Eq. 2 in mean-field form when alpha and c hold one value per replica (see
+        `LocalGrad`). The tile [R, n_in] stays in the core's cache throughout."""
         batch, fan_in, width, w_at, b_at = rows.shape[1], layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
         padded = -(-batch // 4) * 4  # tile rows: a multiple of the 4-row blocks, zeros past the batch
-        coupled, per_replica = total.shape[1] == theta.shape[1], theta.shape[0] // total.shape[0]
+        coupled = alpha.shape[0] > 0
+        per_replica = theta.shape[0] // max(alpha.shape[0], 1)
+        total = _replica_sums(theta, alpha.shape[0]) if coupled else theta[:0]  # [R, P]
         for u in numba.prange(rows.shape[0]):
             tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
             for b in range(batch):
@@ -308,3 +327,18 @@ if numba is not None:
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
                 for p in range(out.shape[0]):
                     out[p] = a * own[p] + cr * row[p] - lr * out[p]
+
+    @_compiled(parallel=True)
+    def _replica_sums(theta, n_replicas):
+        """[R, P]: the sum of each replica's units (rows of theta [R*N, P], replica-major),
+        in parallel over blocks of parameters."""
+        per_replica, n_params = theta.shape[0] // n_replicas, theta.shape[1]
+        total = np.zeros((n_replicas, n_params), theta.dtype)
+        n_blocks = -(-n_params // 1024)
+        for block in numba.prange(n_replicas * n_blocks):
+            r, start = block // n_blocks, (block % n_blocks) * 1024
+            stop = min(start + 1024, n_params)
+            for u in range(r * per_replica, (r + 1) * per_replica):
+                for p in range(start, stop):
+                    total[r, p] += theta[u, p]
+        return total
