@@ -79,8 +79,8 @@ class LocalGrad:
     on their own batch; `__call__(theta, out, rows, y)` runs one step.
 
     Unit u's batch is source[rows[u]] (source [M, n_in] float32: a training split, or stacked
-    batches with rows an arange; rows [U, B] int64); y [U, B] class indices; theta, out [U, P]
-    (rows contiguous). Without mean_field, out receives the gradient of each unit's mean
+    batches with rows an arange; rows [U, B] int64); its classes come per call as y [U, B], or
+    once as labels [M] of the source rows (`run_rows`); theta, out [U, P] (rows contiguous). Without mean_field, out receives the gradient of each unit's mean
     cross-entropy (no weight decay). With mean_field=(alpha [R], c [R], lr) it receives Eq. 2's
     new parameters, `update.mean_field_step` unit by unit while the unit's rows are in cache:
     out_u = alpha theta_u + c sum_j theta_j - lr grad_u, the sum over u's replica (units
@@ -89,21 +89,43 @@ class LocalGrad:
     is converted once here (per-step Python work is ~10% of a step at N = 10).
     """
 
-    def __init__(self, layer_shapes, source: torch.Tensor, mean_field: tuple | None = None):
+    def __init__(self, layer_shapes, source: torch.Tensor, labels: torch.Tensor | None = None,
+                 mean_field: tuple | None = None):
         self.layout = _layout(tuple(layer_shapes))
-        self.source = source.detach().contiguous()  # kept alive: the kernel reads its memory
+        self.source = source.detach().contiguous()  # kept alive: the kernel reads their memory
+        self.labels = None if labels is None else labels.detach().contiguous()  # [M] classes of source rows
         self._source = self.source.numpy()
+        self._labels = None if labels is None else self.labels.numpy()
         alpha, c, lr = mean_field if mean_field is not None else ((), (), 0.0)
         self._alpha, self._c = _as_float32(alpha), _as_float32(c)
         self._lr = np.float32(lr)
 
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says."""
+        """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
+        y [U, B] holds the batches' classes."""
+        y_flat = y.contiguous().numpy().reshape(-1)
+        return self.run(theta.detach().numpy(), out.numpy(), rows.contiguous().numpy(), y_flat,
+                        _row_numbers(*y.shape))
+
+    def run_rows(self, theta: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The same on numpy views (the engine's hot loop), classes read from `labels` at rows."""
+        return self.run(theta, out, rows, self._labels, rows)
+
+    def run(self, theta, out, rows, label_source, label_rows) -> np.ndarray:
+        """Unit u's batch: source[rows[u]] with classes label_source[label_rows[u]]; theta, out [U, P]."""
         _match_threads()
         loss = np.empty(theta.shape[0], self._source.dtype)
-        _fused_local(self._source, rows.contiguous().numpy(), theta.detach().numpy(), out.numpy(),
-                     y.contiguous().numpy(), self.layout, loss, self._alpha, self._c, self._lr)
+        _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
+                     self._alpha, self._c, self._lr)
         return loss
+
+
+@functools.lru_cache(maxsize=8)
+def _row_numbers(units: int, batch: int) -> np.ndarray:
+    """arange(units * batch) as [units, batch] (read only)."""
+    rows = np.arange(units * batch, dtype=np.int64).reshape(units, batch)
+    rows.flags.writeable = False
+    return rows
 
 
 def local_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, source: torch.Tensor,
@@ -302,7 +324,7 @@ if numba is not None:
             loss[u] = _upper_unit(z0[u], theta[u], grad[u], labels[u], layout, delta0[u])
 
     @_compiled(parallel=True)
-    def _fused_local(source, rows, theta, grad, labels, layout, loss, alpha, c, lr):
+    def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr):
         """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
         then Eq. 2 in mean-field form when alpha and c hold one value per replica (see
         `LocalGrad`). The tile [R, n_in] stays in the core's cache throughout."""
@@ -320,7 +342,10 @@ if numba is not None:
             w0 = theta[u, w_at:b_at].reshape((width, fan_in))
             _tile_forward(w0, theta[u, b_at:b_at + width], tile, z0)
             delta0 = np.zeros((width, padded), theta.dtype)  # dL/dz0, zeros past the batch
-            loss[u] = _upper_unit(z0[:, :batch], theta[u], grad[u], labels[u], layout, delta0[:, :batch])
+            labels = np.empty(batch, np.int64)
+            for b in range(batch):
+                labels[b] = label_source[label_rows[u, b]]
+            loss[u] = _upper_unit(z0[:, :batch], theta[u], grad[u], labels, layout, delta0[:, :batch])
             _tile_weight_grad(delta0, tile, grad[u, w_at:b_at].reshape((width, fan_in)))
             if coupled:
                 r = u // per_replica

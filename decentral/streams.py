@@ -68,19 +68,30 @@ class BatchIndexer:
         self.device = device
         self._chunk_id = -1
         self._chunk: torch.Tensor | None = None  # [CHUNK_STEPS, U, B]
+        self._host_chunk: np.ndarray | None = None  # the same, as a numpy array in host memory
 
     def indices(self, step: int) -> torch.Tensor:
         """Global sample indices [U, B] of the batch each row trains on at `step`."""
+        within = self._within(step)  # draws the chunk first when needed
+        return self._chunk.select(0, within)
+
+    def host_indices(self, step: int) -> np.ndarray:
+        """The same indices as a read-only numpy array (for CPU kernels; no tensor op)."""
+        within = self._within(step)
+        return self._host_chunk[within]
+
+    def _within(self, step: int) -> int:
         chunk_id, within = divmod(step, CHUNK_STEPS)
         if chunk_id != self._chunk_id:
-            self._chunk = self._draw(chunk_id)
+            self._host_chunk = self._draw(chunk_id)
+            self._chunk = torch.from_numpy(self._host_chunk).to(self.device)
+            self._host_chunk.flags.writeable = False  # shared with the CPU tensor: both read only
             self._chunk_id = chunk_id
-        return self._chunk[within]
+        return within
 
-    def _draw(self, chunk_id: int) -> torch.Tensor:
+    def _draw(self, chunk_id: int) -> np.ndarray:
         blocks = [
             batch_chunk(seed, unit, chunk_id, size, self.batch_size, self.scheme) + offset
             for (seed, unit), offset, size in zip(self.keys, self.offsets, self.sizes)
         ]
-        stacked = np.stack(blocks, axis=1)  # [CHUNK_STEPS, U, B]
-        return torch.from_numpy(stacked).to(self.device)
+        return np.stack(blocks, axis=1)  # [CHUNK_STEPS, U, B]

@@ -98,3 +98,11 @@ def test_window_batches_are_consecutive_runs_inside_each_shard():
 def test_window_batches_need_shards_of_a_whole_batch():
     with pytest.raises(UserInputError, match="--batches window needs every shard"):
         BatchIndexer([(0, 0), (0, 1)], np.array([0, 100]), np.array([100, 20]), batch_size=32, scheme="window")
+
+
+def test_host_indices_equal_the_tensor_indices_and_are_read_only():
+    indexer = BatchIndexer([(3, 0), (3, 1), (4, 0)], [0, 50, 0], [50, 30, 50], 8)
+    for step in (0, 1, 255, 256, 700):
+        host = indexer.host_indices(step)
+        assert np.array_equal(host, indexer.indices(step).numpy())
+        assert not host.flags.writeable

@@ -3,6 +3,7 @@ the PyTorch path."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,3 +138,15 @@ def test_parameters_that_require_grad_are_accepted():
     arch, theta, x, y = _problem(1)
     loss, grad = loss_and_grad(arch, theta.requires_grad_(), x, y)
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+
+
+def test_classes_read_from_source_labels_equal_classes_given_per_batch():
+    arch, theta, _, _ = _problem(2, units=3, batch=6)
+    gen = torch.Generator().manual_seed(8)
+    source, labels = torch.rand(40, 784, generator=gen), torch.randint(0, 10, (40,), generator=gen)
+    rows = torch.randint(0, 40, (3, 6), generator=gen)
+    kernel = kernels.LocalGrad(arch.layer_shapes, source, labels)
+    per_batch, from_labels = torch.empty_like(theta), torch.empty_like(theta)
+    loss = kernel(theta, per_batch, rows, labels[rows])
+    assert np.array_equal(kernel.run_rows(theta.numpy(), from_labels.numpy(), rows.numpy()), loss)
+    assert torch.equal(per_batch, from_labels)

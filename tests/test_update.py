@@ -170,3 +170,17 @@ def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, mon
     fused = run()
     monkeypatch.setattr(engine, "mean_field_form", lambda op: None)
     assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
+
+
+def test_fused_step_reads_a_non_contiguous_state(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 3, "class", seed=0)
+    arch = Architecture(depth=1)
+    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(3), 1, "cpu"), sigma_tensor(4.0, 1, "cpu"),
+                           [2], Hyper(batch_size=8))
+    state = init_state(arch, [2], 3)
+    wide = torch.zeros(*state.theta.shape[:2], 2 * state.theta.shape[2])
+    wide[..., ::2] = state.theta
+    strided = wide[..., ::2]  # same values, every other float
+    assert not strided.is_contiguous()
+    assert torch.equal(step_fn(engine.EngineState(strided, 0)).theta, step_fn(state).theta)
