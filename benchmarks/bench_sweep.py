@@ -101,7 +101,7 @@ def paper_estimate(data, steps: int) -> float:
     """Seconds for experiments/fig3.toml, from a paper-sized group (50 couplings x 1 seed)
     per depth: time per training step, per evaluation and for the final A_x, scaled to
     20,000 + 20,000 steps with an evaluation every 20 measured steps."""
-    from decentral.engine import Hyper, coupling_tensor, sigma_tensor
+    from decentral.engine import Hyper, coupling_tensor, run_steps, sigma_tensor
     from decentral.ensemble import init_ensemble, make_ensemble_step_fn
     from decentral.observables import replica_observables
     from decentral.run import final_cross, prepare
@@ -115,7 +115,7 @@ def paper_estimate(data, steps: int) -> float:
         state = init_ensemble(problem.arch, [0], n, cfg.units, cfg.init, "cpu")
         step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, n, "cpu"),
                                         sigma_tensor(grid, n, "cpu"), [0], n, Hyper())
-        windows = [_timed(lambda: [step_fn(state) for _ in range(steps)]) for _ in range(3)]
+        windows = [_timed(lambda: run_steps(step_fn, state, steps)) for _ in range(3)]
         step = float(np.median(windows)) / (steps * n)  # median of 3 windows: the host drifts
         evaluate = _timed(lambda: replica_observables(problem.arch, state.theta, problem.test)) / n
         cross = _timed(lambda: final_cross(problem.arch, state.theta, problem.test)) / n

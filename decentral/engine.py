@@ -125,14 +125,19 @@ def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], op: 
     keys = [(s, u) for s in seeds for u in range(shards.n_units)]
     indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, "cpu", hyper.batches)
 
-    def step_fn(state: EngineState) -> EngineState:
-        theta = state.theta.contiguous()  # [R, N, P]
-        new = torch.empty(theta.shape, dtype=theta.dtype)  # contiguous, so its numpy view is too
-        n_params = theta.shape[-1]
-        fused.run_rows(theta.numpy().reshape(-1, n_params), new.numpy().reshape(-1, n_params),
-                       indexer.host_indices(state.step))
-        return EngineState(new, state.step + 1)
+    def advance(state: EngineState, n_steps: int) -> EngineState:
+        """n_steps steps on one copy of the parameters, updated in place (the caller's state is
+        untouched): measured ~1.1x a fresh output tensor per step."""
+        theta = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
+        flat = theta.numpy().reshape(-1, theta.shape[-1])  # [R*N, P], a view
+        for step in range(state.step, state.step + n_steps):
+            fused.run_rows(flat, flat, indexer.host_indices(step))
+        return EngineState(theta, state.step + n_steps)
 
+    def step_fn(state: EngineState) -> EngineState:
+        return advance(state, 1)
+
+    step_fn.advance = advance  # run_steps takes blocks of steps through it
     return step_fn
 
 
@@ -144,7 +149,11 @@ def coupling_operator(q: torch.Tensor, sigma: torch.Tensor, n_units: int, hyper:
 
 
 def run_steps(step_fn, state: EngineState, n_steps: int) -> EngineState:
-    """Apply step_fn n_steps times (no autograd graph is ever built)."""
+    """Apply step_fn n_steps times (no autograd graph is ever built); a step_fn with an `advance`
+    attribute (the fused step) takes them as one block on one copy of the parameters."""
+    advance = getattr(step_fn, "advance", None)
+    if advance is not None:
+        return advance(state, n_steps)
     with torch.no_grad():
         for _ in range(n_steps):
             state = step_fn(state)

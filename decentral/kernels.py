@@ -108,7 +108,9 @@ class LocalGrad:
                         _row_numbers(*y.shape))
 
     def run_rows(self, theta: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The same on numpy views (the engine's hot loop), classes read from `labels` at rows."""
+        """The same on numpy views (the engine's hot loop), classes read from `labels` at rows.
+        With mean_field, out may be theta itself: the step then updates theta in place (each unit
+        reads only its own row and the replica sums, taken before any row changes)."""
         return self.run(theta, out, rows, self._labels, rows)
 
     def run(self, theta, out, rows, label_source, label_rows) -> np.ndarray:
@@ -345,13 +347,14 @@ if numba is not None:
             labels = np.empty(batch, np.int64)
             for b in range(batch):
                 labels[b] = label_source[label_rows[u, b]]
-            loss[u] = _upper_unit(z0[:, :batch], theta[u], grad[u], labels, layout, delta0[:, :batch])
-            _tile_weight_grad(delta0, tile, grad[u, w_at:b_at].reshape((width, fan_in)))
-            if coupled:
+            g = np.empty(theta.shape[1], theta.dtype) if coupled else grad[u]  # the unit's gradient [P]
+            loss[u] = _upper_unit(z0[:, :batch], theta[u], g, labels, layout, delta0[:, :batch])
+            _tile_weight_grad(delta0, tile, g[w_at:b_at].reshape((width, fan_in)))
+            if coupled:  # Eq. 2; grad may be theta itself: unit u reads no other unit's row
                 r = u // per_replica
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
                 for p in range(out.shape[0]):
-                    out[p] = a * own[p] + cr * row[p] - lr * out[p]
+                    out[p] = a * own[p] + cr * row[p] - lr * g[p]
 
     @_compiled(parallel=True)
     def _replica_sums(theta, n_replicas):

@@ -21,7 +21,7 @@ import torch
 
 from . import coupling
 from .data import Shards, Split, load_mnist, resolve_data_root
-from .engine import EngineState, Hyper, coupling_tensor, sigma_tensor
+from .engine import EngineState, Hyper, coupling_tensor, run_steps, sigma_tensor
 from .ensemble import init_ensemble, make_ensemble_step_fn
 from .observables import finite_replicas
 from .run import Problem, final_cross, observe, prepare, resolve_device
@@ -67,9 +67,7 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
     holder = {"state": state}
 
     def advance(n: int) -> None:
-        with torch.no_grad():
-            for _ in range(n):
-                holder["state"] = step_fn(holder["state"])
+        holder["state"] = run_steps(step_fn, holder["state"], n)
 
     def evaluate() -> dict[str, np.ndarray]:
         return observe(problem.arch, holder["state"].theta, test)

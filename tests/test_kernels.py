@@ -150,3 +150,16 @@ def test_classes_read_from_source_labels_equal_classes_given_per_batch():
     loss = kernel(theta, per_batch, rows, labels[rows])
     assert np.array_equal(kernel.run_rows(theta.numpy(), from_labels.numpy(), rows.numpy()), loss)
     assert torch.equal(per_batch, from_labels)
+
+
+def test_mean_field_step_in_place_equals_a_separate_output():
+    arch, theta, _, _ = _problem(1, units=4, batch=5)
+    gen = torch.Generator().manual_seed(9)
+    source, labels = torch.rand(30, 784, generator=gen), torch.randint(0, 10, (30,), generator=gen)
+    rows = torch.randint(0, 30, (4, 5), generator=gen).numpy()
+    kernel = kernels.LocalGrad(arch.layer_shapes, source, labels, ([0.9, 0.8], [0.01, 0.05], 0.005))  # 2 replicas
+    separate = torch.empty_like(theta)
+    kernel.run_rows(theta.numpy(), separate.numpy(), rows)
+    in_place = theta.clone()
+    kernel.run_rows(in_place.numpy(), in_place.numpy(), rows)
+    assert torch.equal(in_place, separate)

@@ -184,3 +184,20 @@ def test_fused_step_reads_a_non_contiguous_state(synthetic_data):
     strided = wide[..., ::2]  # same values, every other float
     assert not strided.is_contiguous()
     assert torch.equal(step_fn(engine.EngineState(strided, 0)).theta, step_fn(state).theta)
+
+
+def test_fused_blocks_equal_single_steps_and_leave_the_input_state_untouched(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 4, "class", seed=0)
+    arch = Architecture(depth=2)
+    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(4), 1, "cpu"), sigma_tensor(6.0, 1, "cpu"),
+                           [3], Hyper(batch_size=8))
+    assert hasattr(step_fn, "advance")  # the complete graph on CPU takes the fused step
+    state = init_state(arch, [3], 4)
+    before = state.theta.clone()
+    block = run_steps(step_fn, state, 7)
+    single = state
+    for _ in range(7):
+        single = step_fn(single)
+    assert torch.equal(state.theta, before)
+    assert block.step == single.step == 7 and torch.equal(block.theta, single.theta)
