@@ -3,8 +3,9 @@
 Both run in this process on the same MNIST shards (N=10, unit k owns class k, batch 32,
 mean-field coupling): the reference holds 10 nn.Modules and 10 torch.optim.SGD optimizers
 and couples them by a Python loop over pairs, as the authors' notebook does. Prints steps/s
-of each and their ratio for D=0,1,2, and the engine once more with its PyTorch path for the
-layers above the first (DECENTRAL_KERNELS=torch), to show what the fused kernel buys.
+of each and their ratio for D=0,1,2, and the engine once more on its PyTorch path
+(DECENTRAL_KERNELS=torch: batched GEMMs and PyTorch ops, Eq. 2 as one GEMM), to show what the
+fused CPU kernels buy.
 
 The machines this runs on are shared and their speed drifts by 2x within minutes, so the
 sides are timed in alternating windows (`--rounds` of each) and the table gives the median
@@ -35,8 +36,9 @@ SIGMA = 30.0
 
 
 def engine_windows(arch, shards, batches: str, kernel_mode: str = "fused"):
-    """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), with
-    the layers above the first on the fused kernel ("fused") or on PyTorch ops ("torch")."""
+    """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), on the
+    fused CPU kernels ("fused") or on its PyTorch path ("torch"); the step is built under that
+    setting, since make_step_fn decides once."""
     n = shards.n_units
     os.environ[kernels.KERNELS_ENV] = kernel_mode
     step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n), 1, "cpu"),
