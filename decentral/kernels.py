@@ -8,11 +8,13 @@ cache from the copy to the last product, and no batch tensor, first-layer output
 temporary is ever materialized: measured 1.26-1.30x the engine's steps/s over gathering the
 batch and running the first layer on MKL (D = 0, 1, 2, same process, alternating windows).
 The first layer's products are register-blocked loops (`_tile_forward`, `_tile_weight_grad`),
-~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32.
+~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32. Given the
+complete graph's Eq. 2 in mean-field form, it then updates each unit's row right away
+(`engine.fused_step_fn`, in place on one copy of the parameters).
 
-:func:`upper_grad` serves inputs that meet the first layer elsewhere (the ensemble's shared
-batches run it as one wide MKL GEMM): everything above the first layer, ~90 us against ~280 us
-of PyTorch ops per step for N=10, D=2.
+:func:`upper_grad` serves inputs that meet the first layer elsewhere (an ensemble's shared
+batches on other graphs run it as one wide MKL GEMM): everything above the first layer, ~90 us
+against ~280 us of PyTorch ops per step for N=10, D=2.
 
 `decentral.model.loss_and_grad` uses them for float32 CPU tensors when numba imports and
 DECENTRAL_KERNELS is not "torch"; its PyTorch path (GPU, other dtypes, or
