@@ -37,19 +37,24 @@ def _reference_loop(arch, shards, theta0, q, sigma, hyper, seed, n_steps):
     return torch.stack([torch.nn.utils.parameters_to_vector(net.parameters()).detach() for net in nets])
 
 
-def test_stacked_update_equals_per_unit_module_loop(synthetic_data):
-    train, _ = synthetic_data
-    shards = partition(train, 4, "k-classes", seed=3, k=3)
-    q = np.array([[0, 1, 0.5, 0], [1, 0, 1, 0], [0.5, 1, 0, 2], [0, 0, 2, 0]])
-    hyper, sigma, seed = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8), 7.0, 11
-    for depth in (0, 1, 2):
+def _assert_engine_matches_module_loop(shards, q, sigma, seed, depths):
+    """The engine's 20 steps equal the notebook-style loop's to 1e-5, for each depth."""
+    hyper, n = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8), shards.n_units
+    for depth in depths:
         arch = Architecture(depth=depth)
-        state = init_state(arch, [seed], 4)
+        state = init_state(arch, [seed], n)
         expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
         step_fn = make_step_fn(arch, shards, coupling_tensor(q, 1, "cpu"), sigma_tensor(sigma, 1, "cpu"),
                                [seed], hyper)
         got = run_steps(step_fn, state, 20).theta[0]
         assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
+
+
+def test_stacked_update_equals_per_unit_module_loop(synthetic_data):
+    train, _ = synthetic_data
+    shards = partition(train, 4, "k-classes", seed=3, k=3)
+    q = np.array([[0, 1, 0.5, 0], [1, 0, 1, 0], [0.5, 1, 0, 2], [0, 0, 2, 0]])
+    _assert_engine_matches_module_loop(shards, q, sigma=7.0, seed=11, depths=(0, 1, 2))
 
 
 def test_sigma_zero_units_evolve_independently(synthetic_data):
@@ -145,16 +150,7 @@ def test_mean_field_engine_equals_per_unit_module_loop(synthetic_data):
     """The default coupling takes the engine's one-pass kernel (gradient and Eq. 2 together)."""
     train, _ = synthetic_data
     shards = partition(train, 5, "class", seed=0)
-    hyper, sigma, seed = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8), 9.0, 3
-    q = mean_field(5)
-    for depth in (0, 2):
-        arch = Architecture(depth=depth)
-        state = init_state(arch, [seed], 5)
-        expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
-        step_fn = make_step_fn(arch, shards, coupling_tensor(q, 1, "cpu"), sigma_tensor(sigma, 1, "cpu"),
-                               [seed], hyper)
-        got = run_steps(step_fn, state, 20).theta[0]
-        assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
+    _assert_engine_matches_module_loop(shards, mean_field(5), sigma=9.0, seed=3, depths=(0, 2))
 
 
 def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, monkeypatch):
@@ -172,13 +168,17 @@ def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, mon
     assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
 
 
+def _mean_field_problem(train, n_units, depth, sigma, seed):
+    """(step_fn, initial state) of one run on the complete graph, batch 8."""
+    shards = partition(train, n_units, "class", seed=0)
+    arch = Architecture(depth=depth)
+    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n_units), 1, "cpu"),
+                           sigma_tensor(sigma, 1, "cpu"), [seed], Hyper(batch_size=8))
+    return step_fn, init_state(arch, [seed], n_units)
+
+
 def test_fused_step_reads_a_non_contiguous_state(synthetic_data):
-    train, _ = synthetic_data
-    shards = partition(train, 3, "class", seed=0)
-    arch = Architecture(depth=1)
-    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(3), 1, "cpu"), sigma_tensor(4.0, 1, "cpu"),
-                           [2], Hyper(batch_size=8))
-    state = init_state(arch, [2], 3)
+    step_fn, state = _mean_field_problem(synthetic_data[0], 3, depth=1, sigma=4.0, seed=2)
     wide = torch.zeros(*state.theta.shape[:2], 2 * state.theta.shape[2])
     wide[..., ::2] = state.theta
     strided = wide[..., ::2]  # same values, every other float
@@ -187,13 +187,8 @@ def test_fused_step_reads_a_non_contiguous_state(synthetic_data):
 
 
 def test_fused_blocks_equal_single_steps_and_leave_the_input_state_untouched(synthetic_data):
-    train, _ = synthetic_data
-    shards = partition(train, 4, "class", seed=0)
-    arch = Architecture(depth=2)
-    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(4), 1, "cpu"), sigma_tensor(6.0, 1, "cpu"),
-                           [3], Hyper(batch_size=8))
+    step_fn, state = _mean_field_problem(synthetic_data[0], 4, depth=2, sigma=6.0, seed=3)
     assert hasattr(step_fn, "advance")  # the complete graph on CPU takes the fused step
-    state = init_state(arch, [3], 4)
     before = state.theta.clone()
     block = run_steps(step_fn, state, 7)
     single = state
