@@ -102,11 +102,11 @@ def mean_field_form(op: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
     n = ops.shape[-1]
     if n < 2:
         return None
-    c = ops[:, 0, 1]  # [R]
-    alpha = ops[:, 0, 0] - c
-    eye = torch.eye(n, dtype=op.dtype, device=op.device)
-    rebuilt = alpha.view(-1, 1, 1) * eye + c.view(-1, 1, 1)
-    return (alpha, c) if torch.equal(rebuilt, ops) else None
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=op.device)
+    diag, c = ops.diagonal(dim1=-2, dim2=-1), ops[:, 0, 1]  # [R, N], [R]
+    same_diag = bool((diag == diag[:, :1]).all())
+    same_off = bool((ops[:, off_diagonal] == c.unsqueeze(1)).all())
+    return (diag[:, 0] - c, c) if same_diag and same_off else None
 
 
 def mean_field_step(theta: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor, c: torch.Tensor,

@@ -135,6 +135,9 @@ def test_mean_field_form_is_found_only_on_the_complete_graph():
     assert mean_field_form(step_operator(ring, 5.0, **kw)) is None
     weighted = torch.as_tensor(2 * mean_field(6), dtype=torch.float32)  # q_ij = 2: still alpha I + c 11^T
     assert mean_field_form(step_operator(weighted, 5.0, **kw)) is not None
+    complete = torch.as_tensor(mean_field(10), dtype=torch.float32)
+    for s in np.linspace(0.0, 100.0, 301):  # every sigma: no float round trip may hide the form
+        assert mean_field_form(step_operator(complete, float(s), **{**kw, "n_units": 10})) is not None
 
 
 def test_mean_field_step_equals_the_operator_form():
