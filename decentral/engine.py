@@ -67,12 +67,17 @@ def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.T
     return values.to(device=device, dtype=dtype).view(n_replicas, 1, 1)
 
 
+def unit_indexer(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: str, device) -> BatchIndexer:
+    """Batch indices of every (seed, unit) stream, seed-major, into the shard-sorted training split."""
+    keys = [(s, u) for s in seeds for u in range(shards.n_units)]
+    return BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, device, scheme)
+
+
 def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: str = "iid"):
     """batches(step) -> (inputs, y [K*N, B]): the batch each (seed, unit) stream trains on at
     `step`, as UnitBatches over the shard-sorted training split (seed-major); nothing is copied
     until a path asks for `inputs.x` [K*N, B, n_in]."""
-    keys = [(s, u) for s in seeds for u in range(shards.n_units)]
-    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, batch_size, shards.train.x.device, scheme)
+    indexer = unit_indexer(shards, seeds, batch_size, scheme, shards.train.x.device)
     train_x, train_y = shards.train.x, shards.train.y
 
     def batches(step: int) -> tuple[UnitBatches, torch.Tensor]:
@@ -122,8 +127,7 @@ def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], op: 
     if mean_field is None or not kernels.usable(train.x):
         return None
     fused = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, (*mean_field, hyper.lr))
-    keys = [(s, u) for s in seeds for u in range(shards.n_units)]
-    indexer = BatchIndexer(keys, shards.offsets, shards.sizes, hyper.batch_size, "cpu", hyper.batches)
+    indexer = unit_indexer(shards, seeds, hyper.batch_size, hyper.batches, "cpu")
 
     def advance(state: EngineState, n_steps: int) -> EngineState:
         """n_steps steps on one copy of the parameters, updated in place (the caller's state is

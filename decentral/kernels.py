@@ -82,9 +82,10 @@ class LocalGrad:
 
     Unit u's batch is source[rows[u]] (source [M, n_in] float32: a training split, or stacked
     batches with rows an arange; rows [U, B] int64); its classes come per call as y [U, B], or
-    once as labels [M] of the source rows (`run_rows`); theta, out [U, P] (rows contiguous). Without mean_field, out receives the gradient of each unit's mean
-    cross-entropy (no weight decay). With mean_field=(alpha [R], c [R], lr) it receives Eq. 2's
-    new parameters, `update.mean_field_step` unit by unit while the unit's rows are in cache:
+    once as labels [M] of the source rows (`run_rows`); theta, out [U, P] (rows contiguous).
+    Without mean_field, out receives the gradient of each unit's mean cross-entropy (no weight
+    decay). With mean_field=(alpha [R], c [R], lr) it receives Eq. 2's new parameters,
+    `update.mean_field_step` unit by unit while the unit's rows are in cache:
     out_u = alpha theta_u + c sum_j theta_j - lr grad_u, the sum over u's replica (units
     replica-major, U = R * N). No batch tensor is gathered: each unit copies its rows into a tile
     of its own and keeps it in cache for both first-layer products. Everything fixed across steps
@@ -94,10 +95,8 @@ class LocalGrad:
     def __init__(self, layer_shapes, source: torch.Tensor, labels: torch.Tensor | None = None,
                  mean_field: tuple | None = None):
         self.layout = _layout(tuple(layer_shapes))
-        self.source = source.detach().contiguous()  # kept alive: the kernel reads their memory
-        self.labels = None if labels is None else labels.detach().contiguous()  # [M] classes of source rows
-        self._source = self.source.numpy()
-        self._labels = None if labels is None else self.labels.numpy()
+        self._source = source.detach().contiguous().numpy()  # numpy views keep their tensors alive
+        self._labels = None if labels is None else labels.detach().contiguous().numpy()  # [M]
         alpha, c, lr = mean_field if mean_field is not None else ((), (), 0.0)
         self._alpha, self._c = _as_float32(alpha), _as_float32(c)
         self._lr = np.float32(lr)

@@ -189,12 +189,13 @@ def loss_and_grad(
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
     grad = torch.empty_like(theta)
-    if isinstance(inputs, UnitBatches) and kernels.usable(theta):  # the whole local gradient, one kernel
+    fused = kernels.usable(theta)
+    if fused and isinstance(inputs, UnitBatches):  # the whole local gradient, one kernel
         return kernels.local_grad(arch.layer_shapes, theta, grad, inputs.source, inputs.rows, y, with_loss), grad
     layers = layer_views(arch, theta)
     z0 = inputs.forward(*layers[0])  # first-layer outputs, transposed [U, width, B]
     grad_layers = layer_views(arch, grad)
-    if kernels.usable(theta):  # one fused CPU kernel for the small layers (same math)
+    if fused:  # one fused CPU kernel for the small layers (same math)
         loss, delta = kernels.upper_grad(arch.layer_shapes, theta, grad, z0, y, with_loss)
     else:
         loss, delta = _upper_grad(layers, grad_layers, z0, y, with_loss)
