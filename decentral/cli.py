@@ -101,6 +101,7 @@ def _add_theory(sub) -> None:
     p.add_argument("--out", help="write the table to FILE (.csv or .parquet)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--plot", metavar="DIR", help="draw Fig. 2 a-e style PNGs into DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or --plot DIR")
     p.set_defaults(handler=_cmd_theory)
 
 
@@ -156,24 +157,31 @@ def _cmd_theory(args) -> int:
     from .theory import learning_path, run_theory
     from .theory.protocols import disorder
 
+    from .storage import atomic_dir, atomic_write_bytes, check_output_dir, check_output_file
+
     if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
         raise UserInputError(f"--out must end in .csv or .parquet, got {args.out!r}")
+    if args.out:  # output paths are checked before any work starts
+        check_output_file(args.out, args.overwrite)
+    if args.plot:
+        check_output_dir(args.plot, args.overwrite, flag="--plot")
     cfg = _theory_config(args)
     table = run_theory(cfg)
     topology = _topology_provenance(args.topology)
     if topology:
         table["topology"], table["topology_sha256"] = topology["name"], topology["sha256"]
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        (table.to_csv(args.out, index=False) if args.out.endswith(".csv")
-         else table.to_parquet(args.out, index=False))
+        data = (table.to_csv(index=False).encode() if args.out.endswith(".csv")
+                else table.to_parquet(index=False))
+        atomic_write_bytes(args.out, data)
     delta = disorder(cfg, 0)[0]  # one quenched sequence for Eq. 8 and S_x
     path = learning_path(delta, cfg.sigmas, cfg.gamma)
     plots = []
     if args.plot:
         from .theory.plots import plot_fig2
 
-        plots = [str(p) for p in plot_fig2(table, delta, cfg.gamma, args.plot)]
+        with atomic_dir(args.plot, args.overwrite) as tmp:
+            plots = [str(Path(args.plot) / p.name) for p in plot_fig2(table, delta, cfg.gamma, tmp)]
     if args.json:
         _print_json({"rows": table.to_dict(orient="records"), "learning_path": path.summary(),
                      "topology": topology, "out": args.out, "plots": plots})
@@ -208,6 +216,7 @@ def _add_topology(sub) -> None:
     g = p.add_argument_group("generate options")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--out", help="output file, format by extension (default: edge list on stdout)")
+    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out file")
     g.add_argument("--degree", type=float, help="mean degree of random kinds (default 4)")
     g.add_argument("--rewire", type=float, help="small_world rewiring probability (default 0.1)")
     g.add_argument("--periodic", action="store_true", default=None, help="lattice: wrap around (torus)")
@@ -221,7 +230,7 @@ def _cmd_topology(args) -> int:
 
     if not args.lr > 0:
         raise UserInputError(f"--lr must be > 0, got {args.lr:g}")
-    options = {k: getattr(args, k) for k in ("seed", "out", "degree", "rewire", "periodic", "weights")}
+    options = {k: getattr(args, k) for k in ("seed", "out", "degree", "rewire", "periodic", "weights", "overwrite")}
     if args.target != "generate":
         extra = [f"--{k}" for k, v in options.items() if v is not None] + ([args.kind] if args.kind else [])
         if extra:
@@ -239,12 +248,17 @@ def _cmd_topology(args) -> int:
             if len(kw["weights"]) != 2 or not 0 <= kw["weights"][0] <= kw["weights"][1]:
                 raise UserInputError(f"--weights must be LOW,HIGH with 0 <= LOW <= HIGH, got {options['weights']}")
         seed = 0 if options["seed"] is None else options["seed"]
+        if options["out"] is not None:
+            from .storage import check_output_file
+
+            check_output_file(options["out"], bool(options["overwrite"]))  # before any work
+            topology.file_format(options["out"])  # a known extension
         graph = topology.generate(args.kind, args.nodes, seed, **kw)
         if options["out"] is None and not args.json:
             sys.stdout.write(topology.format_edgelist(graph))
             return 0
         if options["out"] is not None:
-            topology.write_graph(graph, options["out"])
+            _write_graph_atomic(graph, options["out"])
             info = topology.inspect_file(options["out"], args.lr)
         else:
             info = topology.describe(graph, args.lr)
@@ -255,12 +269,32 @@ def _cmd_topology(args) -> int:
     return 0
 
 
+def _write_graph_atomic(graph, path: str) -> None:
+    """The graph file written as a hidden sibling, then renamed into place."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from . import topology
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        topology.write_graph(graph, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # --- sweep and plot ---------------------------------------------------------------------
 
 
 def _add_sweep(sub) -> None:
     from .config import add_flags
-    from .sweep_config import RAY_ACTOR_FIELDS, SweepConfig
+    from .sweep_config import RAY_ACTOR_FIELDS, RUN_ONLY_FIELDS, SweepConfig
 
     p = sub.add_parser("sweep", help="sweep sigma x depth x seed (Fig. 3)",
                        description="Sweep sigma x depth x seed (x topology) under the non-adiabatic "
@@ -269,7 +303,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file whose keys match the flags "
                    "(e.g. experiments/fig3.toml)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_flags(p, SweepConfig, skip=RAY_ACTOR_FIELDS)
+    add_flags(p, SweepConfig, skip=RAY_ACTOR_FIELDS + RUN_ONLY_FIELDS)
     p.set_defaults(handler=_cmd_sweep)
 
 
@@ -296,7 +330,9 @@ def _add_plot(sub) -> None:
                        description="Fig. 3 a-g style PNGs from a sweep directory: <m>, <L>, <A> vs "
                        "sigma/N, S_x against its rank-one fit, A_x heatmaps.")
     p.add_argument("sweep_dir", metavar="DIR", help="a `decentral sweep --out` directory")
-    p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: DIR/figures)")
+    p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: DIR/figures, "
+                   "replaced on every plot)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out DIR")
     p.add_argument("--theory", action="store_true", help="overlay the effective theory's curves")
     p.add_argument("--heatmap-depth", type=int, default=1, help="depth of the A_x panels (default 1)")
     p.add_argument("--heatmap-sigmas", metavar="S0,S1,S2", default="0,3,30",
@@ -310,7 +346,7 @@ def _cmd_plot(args) -> int:
 
     sigmas = parse_list(args.heatmap_sigmas, float, "--heatmap-sigmas")
     paths = plot_sweep(args.sweep_dir, args.out, theory=args.theory, heatmap_depth=args.heatmap_depth,
-                       heatmap_sigmas=sigmas)
+                       heatmap_sigmas=sigmas, overwrite=args.overwrite)
     for path in paths:
         print(path)
     return 0

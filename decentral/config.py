@@ -53,6 +53,7 @@ class RunConfig:
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
     threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")
+    overwrite: bool = _f(False, "replace an existing --out directory (refused otherwise)")
     # --- Ray backend (issue "Distributed backend") ---
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
     units_per_actor: int = _f(1, "units stacked in each Ray actor")

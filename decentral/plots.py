@@ -33,9 +33,11 @@ def _colors(depths) -> dict[int, tuple]:
 
 def _stats(frame, column: str):
     """Per sigma: sigma/N, mean and std over seeds (diverged runs excluded)."""
-    ok = frame[~frame["diverged"]]
+    ok = frame[~frame["diverged"].astype(bool)]
     grouped = ok.groupby("sigma_over_n")[column]
-    return grouped.mean().index.to_numpy(), grouped.mean().to_numpy(), grouped.std(ddof=0).fillna(0).to_numpy()
+    as_float = lambda values: np.asarray(values, dtype=float)  # noqa: E731 (empty groups: object)
+    return (as_float(grouped.mean().index), as_float(grouped.mean()),
+            as_float(grouped.std(ddof=0).fillna(0)))
 
 
 def plot_curve(frame, column: str, label: str, path: Path, theory=None, theory_column=None,
@@ -50,6 +52,8 @@ def plot_curve(frame, column: str, label: str, path: Path, theory=None, theory_c
             if sub.empty:
                 continue
             x, mean, std = _stats(sub, column)
+            if not len(x):  # every point of this curve diverged: nothing to draw
+                continue
             ax.plot(x, mean, style, color=colors[depth], ms=3, label=f"D={depth}" + (" adiabatic" if protocol == "adiabatic" else ""))
             if protocol == "non-adiabatic":
                 ax.fill_between(x, mean - std, mean + std, color=colors[depth], alpha=0.25, lw=0)
@@ -58,7 +62,10 @@ def plot_curve(frame, column: str, label: str, path: Path, theory=None, theory_c
     ax.set_ylabel(label)
     if theory is not None:
         _overlay_theory(ax, theory, theory_column, theory_label, colors)
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "every point diverged", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 
@@ -72,7 +79,8 @@ def _overlay_theory(ax, theory, column: str, label: str, colors) -> None:
 
 def plot_rank_one(frame, cross: np.ndarray, path: Path, protocol: str = "non-adiabatic") -> Path | None:
     """Fig. 3d: entries of S_x(D) (shifted by the mean) vs the rank-one fit of S_x(D=0)."""
-    entries = [e for e in cumulative_by_depth(frame, cross) if e["protocol"] == protocol]
+    entries = [e for e in cumulative_by_depth(frame, cross)
+               if e["protocol"] == protocol and np.isfinite(e["s_x"]).all()]  # all-diverged S_x: NaN
     ref = next((e for e in entries if e["depth"] == 0), None)
     if not entries:
         return None
@@ -104,15 +112,25 @@ def plot_cross_accuracy(frame, cross: np.ndarray, path: Path, depth: int, sigmas
         return None
     grid, a_x = mean_cross_accuracy(frame, cross, mask)  # [S], [S, N, C]
     picks = [int(np.argmin(np.abs(grid - s))) for s in sigmas]
-    order = np.argsort(np.nansum(a_x, axis=(0, 1)), kind="stable")  # classes by S_x column sum, increasing
+    cols, rows = _orders(a_x)
     fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.6))
     for ax, pick, tag in zip(np.atleast_1d(axes), picks, "efg"):
-        image = ax.imshow(a_x[pick][np.ix_(order, order)], origin="lower", cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(order)), order), ax.set_yticks(range(len(order)), order)
+        image = ax.imshow(a_x[pick][np.ix_(rows, cols)], origin="lower", cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(cols)), cols), ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("class evaluated"), ax.set_ylabel("unit (its class)")
         ax.set_title(f"{tag}: D={depth}, $\\sigma$={grid[pick]:.3g}", fontsize=9)
     fig.colorbar(image, ax=np.atleast_1d(axes).tolist(), shrink=0.8, label="cross-accuracy")
     return _save(fig, path, tight=False)
+
+
+def _orders(a_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns (classes) by S_x column sum, increasing; rows (units) the same when unit k owns
+    class k (N = C), else by their own row sums. All-NaN sums (every run diverged) sort as 0."""
+    with np.errstate(invalid="ignore"):
+        cols = np.argsort(np.nan_to_num(np.nansum(a_x, axis=(0, 1))), kind="stable")  # [C]
+        if a_x.shape[1] == a_x.shape[2]:
+            return cols, cols
+        return cols, np.argsort(np.nan_to_num(np.nansum(a_x, axis=(0, 2))), kind="stable")  # [N]
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
@@ -132,18 +150,27 @@ def theory_curves(depths, realizations: int = 20):
 
 
 def plot_sweep(sweep_dir, out=None, theory: bool = False, heatmap_depth: int = 1,
-               heatmap_sigmas=(0.0, 3.0, 30.0)) -> list[Path]:
-    """All Fig. 3 panels of a sweep directory; returns the PNG paths written."""
+               heatmap_sigmas=(0.0, 3.0, 30.0), overwrite: bool = False) -> list[Path]:
+    """All Fig. 3 panels of a sweep directory; returns the PNG paths written.
+
+    The figures directory is written whole (storage.atomic_dir); the default DIR/figures is
+    replaced on every call, an explicit `out` only with `overwrite`.
+    """
+    from .storage import atomic_dir, check_output_dir
+
+    if out is None:
+        out, overwrite = Path(sweep_dir) / "figures", True
+    out = check_output_dir(out, overwrite)
     frame, cross = load_results(sweep_dir)
     if frame.empty:
         from .errors import UserInputError
 
         raise UserInputError(f"plot: {sweep_dir} has no finished points yet")
-    out = Path(out) if out else Path(sweep_dir) / "figures"
     table = theory_curves(sorted(frame["depth"].unique())) if theory else None
-    paths = [plot_curve(frame, col, label, out / f"fig3{tag}_{col}.png", table, tcol, tlabel)
-             for col, label, tag, tcol, tlabel in CURVES]
-    paths.append(plot_rank_one(frame, cross, out / "fig3d_rank_one.png"))
-    depth = heatmap_depth if heatmap_depth in set(frame["depth"]) else int(frame["depth"].min())
-    paths.append(plot_cross_accuracy(frame, cross, out / "fig3efg_cross_accuracy.png", depth, heatmap_sigmas))
-    return [p for p in paths if p is not None]
+    with atomic_dir(out, overwrite) as tmp:
+        paths = [plot_curve(frame, col, label, tmp / f"fig3{tag}_{col}.png", table, tcol, tlabel)
+                 for col, label, tag, tcol, tlabel in CURVES]
+        paths.append(plot_rank_one(frame, cross, tmp / "fig3d_rank_one.png"))
+        depth = heatmap_depth if heatmap_depth in set(frame["depth"]) else int(frame["depth"].min())
+        paths.append(plot_cross_accuracy(frame, cross, tmp / "fig3efg_cross_accuracy.png", depth, heatmap_sigmas))
+    return [out / p.name for p in paths if p is not None]

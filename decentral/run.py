@@ -23,6 +23,7 @@ from .errors import UserInputError
 from .model import Architecture
 from .observables import cross_scores, finite_replicas, replica_observables
 from .runner import Measurement, Phases, progress_bar, run_phases
+from .storage import atomic_dir, check_output_dir, file_digest, json_safe, toml_text, write_toml  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def load_coupling(path: str | None, n_units: int) -> tuple[np.ndarray, dict | No
     """Q from a graph file (see decentral.topology) or mean field; and its provenance."""
     if path is None:
         return coupling.mean_field(n_units), None
-    from .topology import file_digest, read_coupling_matrix
+    from .topology import read_coupling_matrix
 
     q = read_coupling_matrix(path, n_units)
     return q, {"name": Path(path).name, "path": str(path), "sha256": file_digest(path)}
@@ -145,39 +146,33 @@ def _divergence_message(meas: Measurement) -> str:
             "observables average the evaluations before that")
 
 
-def json_safe(obj):
-    """Replace NaN/inf floats (not valid JSON) by None, recursively."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def write_toml(values: dict, path: Path) -> None:
-    """A flat TOML file of config values (None values are omitted, as TOML has no null)."""
-    lines = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement) -> Path:
-    """summary.json, timeseries.parquet, config.toml and the topology file under `out`."""
+    """summary.json, timeseries.parquet, config.toml and the topology file, as one directory.
+
+    The directory is filled as a hidden sibling and renamed into place (storage.atomic_dir):
+    a kill at any moment leaves the complete run or no `out` at all.
+    """
     import pandas as pd
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    pd.DataFrame(meas.records).to_parquet(out / "timeseries.parquet", index=False)
-    write_toml(to_dict(cfg), out / "config.toml")
-    if cfg.topology:
-        shutil.copyfile(cfg.topology, out / ("topology" + Path(cfg.topology).suffix))
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        pd.DataFrame(meas.records).to_parquet(tmp / "timeseries.parquet", index=False)
+        (tmp / "config.toml").write_text(toml_text(to_dict(cfg)))
+        if cfg.topology:
+            shutil.copyfile(cfg.topology, tmp / ("topology" + Path(cfg.topology).suffix))
     return out
+
+
+def load_run(out: str | Path) -> tuple[dict, "pd.DataFrame", dict]:
+    """(summary, time series, config) of a `run --out` directory; one line if any is damaged."""
+    from .storage import read_json, read_parquet, read_toml
+
+    out = Path(out)
+    summary = read_json(out / "summary.json", "run summary")
+    series = read_parquet(out / "timeseries.parquet", "run time series")
+    config = read_toml(out / "config.toml", "run config")
+    return summary, series, config
 
 
 def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
@@ -185,6 +180,8 @@ def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     resolve_device(cfg.device)  # fail fast, before loading data
+    if cfg.out:
+        check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     problem = prepare(cfg, data)
     message = coupling.stability_warning(problem.q, cfg.lr, cfg.sigma)
     if message:

@@ -7,6 +7,7 @@ S_x(D=0), same protocol and topology) and against each depth's own rank-one fit.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ def mean_cross_accuracy(frame, cross: np.ndarray, mask) -> tuple[np.ndarray, np.
     """sigma values [S] and run-averaged A_x [S, N, C] (NaN of diverged runs ignored)."""
     sub = frame[mask]
     sigmas = np.sort(sub["sigma"].unique())
-    mats = [np.nanmean(cross[sub.index[sub["sigma"] == s]], axis=0) for s in sigmas]
+    with warnings.catch_warnings():  # every run at a sigma diverged: its A_x is NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mats = [np.nanmean(cross[sub.index[sub["sigma"] == s]], axis=0) for s in sigmas]
     return sigmas, np.stack(mats)
 
 

@@ -21,10 +21,12 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "quiet")
+                  "data_root", "download", "quiet", "overwrite")
 # `decentral run --backend ray` actor options: sweeps run points on the local engine (or as
 # Ray tasks running it), so these have no flag in `decentral sweep` and must stay at defaults
 RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every", "actor_cpus")
+# `decentral run` options with no meaning for a sweep (it has --resume instead of --overwrite)
+RUN_ONLY_FIELDS = ("overwrite",)
 
 
 @dataclass
@@ -84,6 +86,8 @@ class SweepConfig(RunConfig):
         for name in ("seeds", "max_batch"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.overwrite:
+            raise UserInputError("sweep: there is no --overwrite; use another --out, or --resume to continue one")
         for name in RAY_ACTOR_FIELDS:
             if hasattr(RunConfig, name) and getattr(self, name) != getattr(RunConfig, name):
                 raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "

@@ -13,35 +13,15 @@ A killed sweep loses only the points in flight; a directory refuses a different 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserInputError
-from .run import json_safe
+from .storage import (atomic_write_bytes, atomic_write_json, check_output_dir, json_safe,  # noqa: F401
+                      read_json, read_npz, read_parquet, read_torch)
 
 MANIFEST = "sweep.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=1) + "\n").encode())
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -50,11 +30,17 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 
 def open_store(out: str | Path, science: dict, digest: str, resume: bool) -> Path:
-    """Create or reopen a sweep directory; refuse a different config or unasked-for reuse."""
+    """Create or reopen a sweep directory; refuse a different config or unasked-for reuse.
+
+    A directory whose manifest has no finished point or chain checkpoint yet (a sweep that
+    stopped before its first point) holds nothing to lose: it is taken over by any config.
+    """
     root = Path(out)
     manifest = root / MANIFEST
-    if manifest.exists():
-        old = json.loads(manifest.read_text())
+    if not manifest.exists():
+        _check_new_root(root)
+    elif _has_results(root):
+        old = read_manifest(root)
         if old.get("hash") != digest:
             diff = ", ".join(_differences(old.get("config", {}), json.loads(json.dumps(json_safe(science)))))
             raise UserInputError(f"sweep: {root} holds results of a different config (differs in: "
@@ -68,11 +54,30 @@ def open_store(out: str | Path, science: dict, digest: str, resume: bool) -> Pat
     return root
 
 
+def _check_new_root(root: Path) -> None:
+    """A new sweep directory: creatable, and if it exists, empty but for hidden files."""
+    if root.is_dir():
+        if any(not p.name.startswith(".") for p in root.iterdir()):
+            raise UserInputError(f"sweep: --out {str(root)!r} is a non-empty directory without "
+                                 f"{MANIFEST}; use another --out")
+        check_output_dir(root, overwrite=True)
+    else:
+        check_output_dir(root)
+
+
+def _has_results(root: Path) -> bool:
+    state = root / "state"
+    return bool(finished_ids(root)) or (state.is_dir() and any(state.glob("*.pt")))
+
+
 def read_manifest(root: str | Path) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise UserInputError(f"{root}: not a sweep directory (no {MANIFEST})")
-    return json.loads(path.read_text())
+    manifest = read_json(path, "sweep manifest")
+    if not isinstance(manifest, dict) or "hash" not in manifest:
+        raise UserInputError(f"sweep manifest {str(path)!r} is damaged (no config hash)")
+    return manifest
 
 
 def point_path(root: Path, point_id: str) -> Path:
@@ -90,7 +95,18 @@ def write_point(root: Path, record: dict) -> None:
 
 def read_points(root: str | Path) -> list[dict]:
     folder = Path(root) / "points"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    points = [read_json(p, "sweep point") for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    for path, point in zip(sorted(folder.glob("*.json")), points):
+        if not isinstance(point, dict) or point.get("point_id") != path.stem or not _complete(point):
+            raise UserInputError(f"sweep point {str(path)!r} is damaged (fields missing or wrong)")
+    return points
+
+
+POINT_FIELDS = ("protocol", "depth", "seed", "sigma", "diverged", "cross_accuracy", "cross_loss")
+
+
+def _complete(point: dict) -> bool:
+    return all(k in point for k in POINT_FIELDS) and isinstance(point["cross_accuracy"], list)
 
 
 def save_chain_state(root: Path, chain: str, payload: dict) -> None:
@@ -108,7 +124,12 @@ def load_chain_state(root: Path, chain: str) -> dict | None:
     import torch
 
     path = Path(root) / "state" / f"{chain}.pt"
-    return torch.load(path, weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    payload = read_torch(path, "chain checkpoint")
+    if not isinstance(payload, dict) or not isinstance(payload.get("theta"), torch.Tensor) or "step" not in payload:
+        raise UserInputError(f"chain checkpoint {str(path)!r} is damaged (no theta or step)")
+    return payload
 
 
 ORDER = ["protocol", "depth", "topology", "seed", "sigma"]
@@ -146,14 +167,20 @@ def write_results(root: str | Path) -> tuple[int, Path]:
 
 
 def load_results(root: str | Path):
-    """(results DataFrame, A_x [rows, N, C]) of a sweep directory, rebuilt from points if stale."""
-    import pandas as pd
+    """(results DataFrame, A_x [rows, N, C]) of a sweep directory, rebuilt from points if stale.
 
+    Damaged files are one UserInputError line naming the file (results.parquet and
+    cross_accuracy.npz are rebuilt from points/ when deleted).
+    """
     root = Path(root)
     read_manifest(root)
-    table = root / "results.parquet"
-    if not table.is_file() or len(finished_ids(root)) != len(pd.read_parquet(table, columns=["point_id"])):
+    table, arrays = root / "results.parquet", root / "cross_accuracy.npz"
+    if not table.is_file() or not arrays.is_file() or \
+            len(finished_ids(root)) != len(read_parquet(table, "sweep table", columns=["point_id"])):
         write_results(root)
-    frame = pd.read_parquet(table)
-    cross = np.load(root / "cross_accuracy.npz")
+    frame = read_parquet(table, "sweep table")
+    cross = read_npz(arrays, "sweep cross-accuracy arrays", keys=["point_id", "cross_accuracy"])
+    if len(cross["point_id"]) != len(frame) or (len(frame) and list(cross["point_id"]) != list(frame["point_id"])):
+        raise UserInputError(f"sweep arrays {str(arrays)!r} do not match {str(table)!r}; delete both "
+                             "to rebuild them from points/")
     return frame, cross["cross_accuracy"]

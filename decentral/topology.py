@@ -27,7 +27,6 @@ File formats and generators live in :mod:`decentral.graphs`, re-exported here.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from . import coupling
 from .errors import UserInputError
 from .graphs import FORMATS, KINDS, file_format, format_edgelist, generate, read_graph, write_graph
+from .storage import file_digest
 
 __all__ = [
     "FORMATS", "KINDS", "components", "coupling_matrix", "describe", "file_digest",
@@ -197,15 +197,6 @@ def _warn_if_disconnected(q: np.ndarray, labels: list, source: str) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of the file's bytes, for provenance."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- inspection -------------------------------------------------------------------------
