@@ -26,9 +26,9 @@ import time
 import torch
 
 from decentral import kernels
-from decentral.coupling import mean_field
+from decentral.topology import Coupling, mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
-from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import SAMPLING, BatchIndexer
 
@@ -41,7 +41,7 @@ def engine_windows(arch, shards, batches: str, kernel_mode: str = "fused"):
     setting, since make_step_fn decides once."""
     n = shards.n_units
     os.environ[kernels.KERNELS_ENV] = kernel_mode
-    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n), 1, "cpu"),
+    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(n)),
                            sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper(batches=batches))
     state = [run_steps(step_fn, init_state(arch, [0], n), 50)]  # warm-up
 

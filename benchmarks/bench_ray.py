@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from decentral import coupling
+from decentral import topology
 from decentral.config import RunConfig
 from decentral.data import Split, make_shards
 from decentral.model import Architecture
@@ -33,7 +33,7 @@ def synthetic_problem(per_unit: int = 600) -> Problem:
     x = (torch.rand(N, 784, generator=gen)[y] + 0.3 * torch.randn(len(y), 784, generator=gen)).clamp(0, 1)
     shards = make_shards(Split(x, y), [np.flatnonzero(y.numpy() == u) for u in range(N)])
     test = Split(x[::10].clone(), y[::10].clone())
-    return Problem(Architecture(1, 20), shards, test, coupling.mean_field(N), None)
+    return Problem(Architecture(1, 20), shards, test, topology.Coupling.complete(N))
 
 
 def config(steps: int, **kw) -> RunConfig:

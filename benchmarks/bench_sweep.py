@@ -70,7 +70,7 @@ def training_and_evaluation(data, depth: int, steps: int = 100, rounds: int = 5)
     ensemble (per point) against one engine step of a single point, timed in alternating
     windows (the host's speed drifts); and one evaluation on the full test set, which the
     two ways do alike (one wide GEMM per 32 units either way)."""
-    from decentral.engine import (Hyper, coupling_tensor, init_state, make_step_fn, run_steps,
+    from decentral.engine import (Hyper, init_state, make_step_fn, run_steps,
                                   sigma_tensor)
     from decentral.ensemble import init_ensemble, make_ensemble_step_fn
     from decentral.observables import replica_observables
@@ -80,9 +80,9 @@ def training_and_evaluation(data, depth: int, steps: int = 100, rounds: int = 5)
     sigmas = cfg.sigmas()
     problem = prepare(cfg.run_config(depth, sigmas[-1], 0, None), data)
     n, arch, shards = len(sigmas), problem.arch, problem.shards
-    ensemble = make_ensemble_step_fn(arch, shards, coupling_tensor(problem.q, n, "cpu"),
+    ensemble = make_ensemble_step_fn(arch, shards, problem.coupling,
                                      sigma_tensor(sigmas, n, "cpu"), [0], n, Hyper())
-    single = make_step_fn(arch, shards, coupling_tensor(problem.q, 1, "cpu"),
+    single = make_step_fn(arch, shards, problem.coupling,
                           sigma_tensor(sigmas[-1], 1, "cpu"), [0], Hyper())
     states = {"ensemble": init_ensemble(arch, [0], n, cfg.units, cfg.init, "cpu"),
               "single": init_state(arch, [0], cfg.units)}
@@ -101,7 +101,7 @@ def paper_estimate(data, steps: int) -> float:
     """Seconds for experiments/fig3.toml, from a paper-sized group (50 couplings x 1 seed)
     per depth: time per training step, per evaluation and for the final A_x, scaled to
     20,000 + 20,000 steps with an evaluation every 20 measured steps."""
-    from decentral.engine import Hyper, coupling_tensor, run_steps, sigma_tensor
+    from decentral.engine import Hyper, run_steps, sigma_tensor
     from decentral.ensemble import init_ensemble, make_ensemble_step_fn
     from decentral.observables import replica_observables
     from decentral.run import final_cross, prepare
@@ -113,7 +113,7 @@ def paper_estimate(data, steps: int) -> float:
         problem = prepare(cfg.run_config(depth, 1.0, 0, None), data)
         n = len(grid)
         state = init_ensemble(problem.arch, [0], n, cfg.units, cfg.init, "cpu")
-        step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, n, "cpu"),
+        step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
                                         sigma_tensor(grid, n, "cpu"), [0], n, Hyper())
         windows = [_timed(lambda: run_steps(step_fn, state, steps)) for _ in range(3)]
         step = float(np.median(windows)) / (steps * n)  # median of 3 windows: the host drifts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 
@@ -129,9 +130,9 @@ def _theory_config(args):
         n_units = delta.shape[-1] if delta is not None else 200
     q = None
     if args.topology:
-        from .topology import read_coupling_matrix
+        from .topology import Coupling
 
-        q = read_coupling_matrix(args.topology, n_units)
+        q = Coupling.from_file(args.topology, n_units).matrix()  # CSR for a large sparse graph
     if args.workers < 1:
         raise UserInputError(f"--workers must be >= 1, got {args.workers}")
     return TheoryConfig(depths=tuple(int(d) for d in depths), sigmas=sigmas, protocols=protocols,
@@ -199,7 +200,7 @@ def _cmd_theory(args) -> int:
 
 
 def _add_topology(sub) -> None:
-    from .graphs import FORMATS, KINDS
+    from .topology import FORMATS, KINDS
 
     p = sub.add_parser(
         "topology",
@@ -263,7 +264,7 @@ def _cmd_topology(args) -> int:
         else:
             info = topology.describe(graph, args.lr)
     if args.json:
-        _print_json({k: None if isinstance(v, float) and abs(v) == float("inf") else v for k, v in info.items()})
+        _print_json({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in info.items()})
     else:
         print(topology.format_report(info))
     return 0

@@ -3,11 +3,11 @@
 A jax-md style state contract: `init_state(...)` builds the state, `make_step_fn(...)`
 returns a `step_fn(state) -> state` closed over the data and the coupling. Replicas are
 independent ensembles (different seeds, sigma or Q) advanced together; a single run is R=1.
-The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 as the linear map of
+The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 in the form the run's
+:class:`~decentral.topology.Coupling` names: on the complete graph (kind "complete", the
+default) float32 CPU steps run both in one kernel pass per unit (`kernels.LocalGrad` with
+`update.mean_field_step`'s form); otherwise Eq. 2 is the linear map of
 :func:`decentral.update.step_operator` (the dense form of :func:`decentral.update.euler_step`).
-On the complete graph (the default) float32 CPU steps run both in one kernel pass per unit
-(`kernels.LocalGrad` with `update.mean_field_step`'s form), measured ~1.1-1.2x the separate
-Eq. 2 GEMM.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from . import kernels
 from .data import Shards
 from .model import Architecture, UnitBatches, init_params, loss_and_grad
 from .streams import BatchIndexer, init_generator
-from .update import apply_operator, mean_field_form, step_operator
+from .topology import COMPLETE, Coupling
+from .update import apply_operator, step_operator
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,26 @@ def init_state(arch, seeds, n_units, scheme="pytorch", device="cpu") -> EngineSt
     return EngineState(init_theta(arch, seeds, n_units, scheme).to(device), 0)
 
 
-def coupling_tensor(q, n_replicas: int, device, dtype=torch.float32) -> torch.Tensor:
-    """Q as a tensor [N, N] (shared by all replicas) or [R, N, N] (one per replica)."""
-    q = torch.as_tensor(np.asarray(q), dtype=dtype, device=device)
-    if q.dim() == 3 and q.shape[0] != n_replicas:
-        raise ValueError(f"per-replica Q has {q.shape[0]} replicas, expected {n_replicas}")
-    return q
+Couplings = Coupling | Sequence[Coupling]  # one Q shared by all replicas, or one per replica
+
+
+def replica_couplings(coupling: Couplings, n_replicas: int) -> list[Coupling]:
+    """The coupling of each replica [R]: one shared Coupling repeated, or the given list."""
+    if isinstance(coupling, Coupling):
+        return [coupling] * n_replicas
+    couplings = list(coupling)
+    if len(couplings) != n_replicas:
+        raise ValueError(f"per-replica couplings: got {len(couplings)}, expected {n_replicas}")
+    return couplings
+
+
+def dense_coupling(coupling: Couplings, device, dtype=torch.float32) -> torch.Tensor:
+    """Q as a tensor [N, N] (one Coupling, shared by all replicas) or [R, N, N] (one per replica)."""
+    if isinstance(coupling, Coupling):
+        q = coupling.dense()
+    else:
+        q = np.stack([c.dense() for c in coupling])
+    return torch.as_tensor(q, dtype=dtype, device=device)
 
 
 def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -90,20 +105,21 @@ def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: 
 def make_step_fn(
     arch: Architecture,
     shards: Shards,
-    q: torch.Tensor,
+    coupling: Couplings,
     sigma: torch.Tensor,
     seeds: Sequence[int],
     hyper: Hyper = Hyper(),
 ) -> Callable[[EngineState], EngineState]:
     """step_fn(state) -> state: one simultaneous explicit Euler step of Eq. 2 for all units.
 
-    q [N, N] or [R, N, N]; sigma [R, 1, 1]; shards on the engine's device; seeds [R]. Whether
-    the fused CPU kernel runs (DECENTRAL_KERNELS, device, dtype) is decided here, once.
+    coupling: one Coupling for every replica or one per replica [R]; sigma [R, 1, 1]; shards on
+    the engine's device; seeds [R]. Whether the fused CPU kernel runs (the coupling's kind,
+    DECENTRAL_KERNELS, device, dtype) is decided here, once.
     """
-    op = coupling_operator(q, sigma, shards.n_units, hyper)  # [(R,) N, N], built once
-    fused = fused_step_fn(arch, shards, seeds, op, hyper)  # gradient and Eq. 2 in one pass, or None
+    fused = fused_step_fn(arch, shards, seeds, coupling, sigma, hyper)  # gradient and Eq. 2 in one pass
     if fused is not None:
         return fused
+    op = coupling_operator(coupling, sigma, shards.n_units, hyper, shards.train.x.device)  # built once
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
     def step_fn(state: EngineState) -> EngineState:
@@ -117,13 +133,27 @@ def make_step_fn(
     return step_fn
 
 
-def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], op: torch.Tensor, hyper: Hyper):
+def mean_field_coefficients(coupling: Couplings, sigma: torch.Tensor, hyper: Hyper):
+    """(alpha [R], c [R]) of Eq. 2 on the complete graph, A = alpha I + c 11^T with
+    c = lr*sigma/N and alpha = 1 - lr*wd - c*N, when every replica's coupling is "complete";
+    else None. Computed with the same float32 operations as `update.step_operator`'s entries."""
+    couplings = replica_couplings(coupling, sigma.shape[0])
+    if any(c.kind != COMPLETE for c in couplings) or couplings[0].n_units < 2:
+        return None
+    n = couplings[0].n_units
+    scale = (hyper.lr * sigma / n).reshape(-1)  # [R], the off-diagonal entry c
+    identity = (1.0 - hyper.lr * hyper.weight_decay) * torch.ones_like(scale)  # the I term's diagonal
+    diagonal = identity + scale * torch.full_like(scale, -(n - 1))  # A_ii = that + c * (-(N-1))
+    return diagonal - scale, scale
+
+
+def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
+                  sigma: torch.Tensor, hyper: Hyper):
     """step_fn running the gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit, when every
-    replica couples on the complete graph and the CPU kernels can run; None otherwise (the step
-    then runs Eq. 2 as one GEMM). The hot loop touches numpy views only: ~20 us of Python per step
-    against ~70 us through tensors."""
-    mean_field = mean_field_form(op)  # (alpha [R], c [R]) on the complete graph, else None
+    replica couples on the complete graph and the CPU kernels can run; None otherwise. The hot
+    loop touches numpy views only."""
     train = shards.train
+    mean_field = mean_field_coefficients(coupling, sigma, hyper)  # (alpha [R], c [R]) or None
     if mean_field is None or not kernels.usable(train.x):
         return None
     fused = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, (*mean_field, hyper.lr))
@@ -131,7 +161,7 @@ def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], op: 
 
     def advance(state: EngineState, n_steps: int) -> EngineState:
         """n_steps steps on one copy of the parameters, updated in place (the caller's state is
-        untouched): measured ~1.1x a fresh output tensor per step."""
+        untouched)."""
         theta = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
         flat = theta.numpy().reshape(-1, theta.shape[-1])  # [R*N, P], a view
         for step in range(state.step, state.step + n_steps):
@@ -145,10 +175,10 @@ def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], op: 
     return step_fn
 
 
-def coupling_operator(q: torch.Tensor, sigma: torch.Tensor, n_units: int, hyper: Hyper) -> torch.Tensor:
-    """Eq. 2's linear part A [(R,) N, N] for dense Q (see `update.step_operator`)."""
-    if q.is_sparse or q.layout == torch.sparse_csr:
-        q = q.to_dense()
+def coupling_operator(coupling: Couplings, sigma: torch.Tensor, n_units: int, hyper: Hyper,
+                      device="cpu") -> torch.Tensor:
+    """Eq. 2's linear part A [(R,) N, N] (see `update.step_operator`), dtype of sigma."""
+    q = dense_coupling(coupling, device, sigma.dtype)  # [(R,) N, N]
     return step_operator(q, sigma, lr=hyper.lr, n_units=n_units, weight_decay=hyper.weight_decay)
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from .data import Shards
-from .engine import EngineState, Hyper, batch_source, coupling_operator, fused_step_fn, init_theta
+from .engine import Couplings, EngineState, Hyper, batch_source, coupling_operator, fused_step_fn, init_theta
 from .model import Architecture, loss_and_grad
 from .update import apply_operator
 
@@ -64,17 +64,17 @@ def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_uni
     return EngineState(theta.contiguous().to(device), 0)
 
 
-def make_ensemble_step_fn(arch: Architecture, shards: Shards, q: torch.Tensor, sigma: torch.Tensor,
+def make_ensemble_step_fn(arch: Architecture, shards: Shards, coupling: Couplings, sigma: torch.Tensor,
                           seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper()):
     """step_fn(state) -> state for replicas laid out as len(seeds) x per_seed (seed-major).
 
-    q [N, N] or [R, N, N]; sigma [R, 1, 1]; seeds [K] distinct.
+    coupling: one Coupling for all replicas or one per replica [R]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    op = coupling_operator(q, sigma, n_units, hyper)  # [R, N, N], built once
-    fused = fused_step_fn(arch, shards, [s for s in seeds for _ in range(per_seed)], op, hyper)
+    fused = fused_step_fn(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper)
     if fused is not None:  # complete graph on CPU: one kernel pass per unit beats the shared GEMMs
         return fused
+    op = coupling_operator(coupling, sigma, n_units, hyper, shards.train.x.device)  # [(R,) N, N], built once
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
     def step_fn(state: EngineState) -> EngineState:

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import coupling
 from .config import RunConfig, to_dict
 from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
-from .engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from .engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from .errors import UserInputError
 from .model import Architecture
 from .observables import cross_scores, finite_replicas, replica_observables
 from .runner import Measurement, Phases, progress_bar, run_phases
 from .storage import atomic_dir, check_output_dir, file_digest, json_safe, toml_text, write_toml  # noqa: F401
+from .topology import Coupling, load_coupling
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,12 @@ class Problem:
     arch: Architecture
     shards: Shards | None  # None when the backend's workers load their own shards
     test: Split
-    q: np.ndarray  # [N, N] coupling matrix, q_ij weight of edge i -> j
-    topology: dict | None  # provenance of the graph file (name, sha256), None for mean field
+    coupling: Coupling  # Q of Eq. 2 (q_ij weight of edge i -> j), its provenance and spectral bound
+
+    @property
+    def topology(self) -> dict | None:
+        """Provenance of the graph file (name, path, sha256), None for mean field."""
+        return self.coupling.provenance()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,23 +51,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_coupling(path: str | None, n_units: int) -> tuple[np.ndarray, dict | None]:
-    """Q from a graph file (see decentral.topology) or mean field; and its provenance."""
-    if path is None:
-        return coupling.mean_field(n_units), None
-    from .topology import read_coupling_matrix
-
-    q = read_coupling_matrix(path, n_units)
-    return q, {"name": Path(path).name, "path": str(path), "sha256": file_digest(path)}
-
-
 def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     """Data, partition, architecture and Q for a run (data may be passed in already loaded).
 
     The Ray backend's actors load their own shards on their nodes, so for it the driver reads
     only the test split (for the final A_x) and `shards` is None.
     """
-    q, topo = load_coupling(cfg.topology, cfg.units)
+    coupling = load_coupling(cfg.topology, cfg.units)
     remote_shards = cfg.backend == "ray" and data is None
     if data is None:
         root = resolve_data_root(cfg.data_root)
@@ -75,7 +69,7 @@ def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     test = subsample_test(test, cfg.test_samples, seed=0)
     arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=test.x.shape[1],
                         n_out=int(test.y.max()) + 1)
-    return Problem(arch, shards, test, q, topo)
+    return Problem(arch, shards, test, coupling)
 
 
 def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measurement]:
@@ -85,7 +79,7 @@ def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measureme
                     problem.shards.sizes, problem.shards.classes)
     test = problem.test.to(device)
     state = init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device)
-    step_fn = make_step_fn(problem.arch, shards, coupling_tensor(problem.q, 1, device),
+    step_fn = make_step_fn(problem.arch, shards, problem.coupling,
                            sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
                            Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
@@ -128,7 +122,7 @@ def summarize(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measu
         "transient": cfg.transient, "steps": cfg.steps, "eval_every": cfg.eval_every,
         "init": cfg.init, "partition": cfg.partition, "n_params": problem.arch.n_params,
         "test_samples": len(problem.test.y), "device": cfg.device,
-        "stability_number": coupling.stability_number(problem.q, cfg.lr, cfg.sigma),
+        "stability_number": problem.coupling.stability_number(cfg.lr, cfg.sigma),
         "topology": problem.topology,
     }
     summary.update({k: float(v[0]) for k, v in averages.items()})
@@ -183,7 +177,7 @@ def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
     if cfg.out:
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     problem = prepare(cfg, data)
-    message = coupling.stability_warning(problem.q, cfg.lr, cfg.sigma)
+    message = problem.coupling.stability_warning(cfg.lr, cfg.sigma)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     if cfg.backend == "ray":

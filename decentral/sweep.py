@@ -19,9 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import coupling
 from .data import Shards, Split, load_mnist, resolve_data_root
-from .engine import EngineState, Hyper, coupling_tensor, run_steps, sigma_tensor
+from .engine import EngineState, Hyper, run_steps, sigma_tensor
 from .ensemble import init_ensemble, make_ensemble_step_fn
 from .observables import finite_replicas
 from .run import Problem, final_cross, observe, prepare, resolve_device
@@ -29,6 +28,7 @@ from .runner import Phases, progress_bar, run_phases
 from .sweep_analysis import write_analysis
 from .sweep_config import SweepConfig, config_hash, science_dict
 from .sweep_plan import Group, chain_id, count_points, plan_groups, point_id
+from .topology import file_digest, load_coupling
 from .sweep_store import load_chain_state, open_store, save_chain_state, write_point, write_results
 
 CONFIG_COLUMNS = ("units", "width", "lr", "weight_decay", "batch_size", "batches", "transient", "steps",
@@ -61,7 +61,7 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
     device = resolve_device(cfg.device)
     shards, test = _device_problem(problem, device)
     n_rep = len(sigmas)
-    step_fn = make_ensemble_step_fn(problem.arch, shards, coupling_tensor(problem.q, n_rep, device),
+    step_fn = make_ensemble_step_fn(problem.arch, shards, problem.coupling,
                                     sigma_tensor(sigmas, n_rep, device), seeds, per_seed,
                                     Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
@@ -94,7 +94,7 @@ def _records(cfg: SweepConfig, group: Group, problem: Problem, theta, meas, keys
                "seed": seed, "sigma": sigma, "sigma_over_n": sigma / cfg.units, "sigma_index": index,
                **{k: float(v[r]) for k, v in averages.items()},
                "diverged": bool(meas.diverged[r]), "diverged_at": int(meas.diverged_at[r]),
-               "stability_number": coupling.stability_number(problem.q, cfg.lr, sigma),
+               "stability_number": problem.coupling.stability_number(cfg.lr, sigma),
                **common, "n_params": problem.arch.n_params, "test_samples": len(problem.test.y),
                "batch_replicas": len(keys), "group_train_seconds": meas.train_seconds,
                "cross_accuracy": cross_acc[r].tolist(), "cross_loss": cross_loss[r].tolist()}
@@ -182,11 +182,9 @@ class SweepReport:
 
 
 def _warn_unstable(cfg: SweepConfig) -> None:
-    from .run import load_coupling
-
     for topology in cfg.topologies():
-        q, _ = load_coupling(topology, cfg.units)
-        bad = [s for s in cfg.sigmas() if coupling.stability_number(q, cfg.lr, s) >= 2]
+        coupling = load_coupling(topology, cfg.units)
+        bad = [s for s in cfg.sigmas() if coupling.stability_number(cfg.lr, s) >= 2]
         if bad:
             warnings.warn(f"unstable coupling for sigma >= {min(bad):g} ({len(bad)} values"
                           f"{'' if topology is None else ', ' + topology}): lr*sigma*lambda_max/N >= 2; "
@@ -194,8 +192,6 @@ def _warn_unstable(cfg: SweepConfig) -> None:
 
 
 def topology_digests(cfg: SweepConfig) -> dict[str, str] | None:
-    from .topology import file_digest
-
     files = [t for t in cfg.topologies() if t is not None]
     return {Path(t).name: file_digest(t) for t in files} or None
 

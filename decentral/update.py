@@ -91,29 +91,12 @@ def apply_operator(op: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, *,
     return grad.baddbmm_(op, theta, beta=-lr) if into_grad else torch.baddbmm(grad, op, theta, beta=-lr)
 
 
-def mean_field_form(op: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(alpha [R], c [R]) when every replica's operator is A = alpha I + c 11^T, else None.
-
-    That is Eq. 2 on the complete graph (q_ij = 1 for i != j, any sigma per replica):
-    A = (1 - lr*wd - c*N) I + c 11^T with c = lr*sigma/N, so a unit needs only its own row and
-    the sum of all rows (:func:`mean_field_step`). op [N, N] or [R, N, N].
-    """
-    ops = op.reshape(-1, *op.shape[-2:])  # [R, N, N]
-    n = ops.shape[-1]
-    if n < 2:
-        return None
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=op.device)
-    diag, c = ops.diagonal(dim1=-2, dim2=-1), ops[:, 0, 1]  # [R, N], [R]
-    same_diag = bool((diag == diag[:, :1]).all())
-    same_off = bool((ops[:, off_diagonal] == c.unsqueeze(1)).all())
-    return (diag[:, 0] - c, c) if same_diag and same_off else None
-
-
 def mean_field_step(theta: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor, c: torch.Tensor,
                     *, lr: float) -> torch.Tensor:
     """Eq. 2 in mean-field form: theta_i(t+1) = alpha theta_i + c sum_j theta_j - lr grad_i.
 
-    theta, grad [R, N, P]; alpha, c [R] from :func:`mean_field_form`. The same step as
+    theta, grad [R, N, P]; alpha = 1 - lr*wd - c*N and c = lr*sigma/N per replica [R]
+    (`engine.mean_field_coefficients`). The same step as
     :func:`apply_operator` with A = alpha I + c 11^T, in one pass over the units plus their sum.
     """
     total = theta.sum(dim=1, keepdim=True)  # [R, 1, P]

@@ -44,10 +44,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from decentral import coupling, topology
+from decentral import topology
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, coupling_tensor, sigma_tensor
+from decentral.engine import Hyper, sigma_tensor
 from decentral.ensemble import init_ensemble, make_ensemble_step_fn
 from decentral.errors import UserInputError
 from decentral.observables import finite_replicas
@@ -140,7 +140,7 @@ def degree_graphs() -> dict[str, nx.Graph]:
 
 def rescaled(graph: nx.Graph, target: float) -> nx.Graph:
     """A copy with every weight multiplied so that its Laplacian's lambda_max is ``target``."""
-    scale = target / coupling.lambda_max(topology.coupling_matrix(graph))
+    scale = target / topology.lambda_max(topology.coupling_matrix(graph))
     out = graph.copy()
     for *_, data in out.edges(data=True):
         data["weight"] = data.get("weight", 1.0) * scale
@@ -151,7 +151,7 @@ def rescaled(graph: nx.Graph, target: float) -> nx.Graph:
 def all_graphs() -> list[tuple[str, str, nx.Graph]]:
     """(name, family, graph): equal mean degree, then equal lambda_max (= complete's, N)."""
     base = degree_graphs()
-    target = coupling.lambda_max(topology.coupling_matrix(base["complete"]))
+    target = topology.lambda_max(topology.coupling_matrix(base["complete"]))
     rows = [(name, "reference" if name == "complete" else "degree", g) for name, g in base.items()]
     rows += [(f"{name}_lam", "lambda_max", rescaled(g, target))
              for name, g in base.items() if name != "complete"]
@@ -204,10 +204,10 @@ def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "
     """
     keys = [(seed, t, s) for seed in seeds for t in range(len(qs)) for s in range(len(sigmas))]
     per_seed = len(qs) * len(sigmas)
-    q_rep = np.stack([np.asarray(qs[t], dtype=float) for _, t, _ in keys])
+    couplings = [topology.Coupling.from_matrix(np.asarray(q, dtype=float)) for q in qs]
     sigma_rep = [float(sigmas[s]) for _, _, s in keys]
     state = init_ensemble(arch, list(seeds), per_seed, shards.n_units, scheme, device)
-    step_fn = make_ensemble_step_fn(arch, shards, coupling_tensor(q_rep, len(keys), device),
+    step_fn = make_ensemble_step_fn(arch, shards, [couplings[t] for _, t, _ in keys],
                                     sigma_tensor(sigma_rep, len(keys), device), list(seeds),
                                     per_seed, hyper)
     return state, step_fn, keys

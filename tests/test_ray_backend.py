@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import coupling
+from decentral import topology
 from decentral.config import RunConfig
 from decentral.data import make_shards
 from decentral.errors import UserInputError
@@ -33,8 +33,8 @@ def ray_session():
 def make_problem(synthetic_data, q=None) -> Problem:
     train, test = synthetic_data
     assignment = [np.flatnonzero(train.y.numpy() % N == u) for u in range(N)]
-    q = coupling.mean_field(N) if q is None else q
-    return Problem(Architecture(1, 20), make_shards(train, assignment), test, q, None)
+    coupling = topology.Coupling.complete(N) if q is None else topology.Coupling.from_matrix(np.asarray(q, dtype=float))
+    return Problem(Architecture(1, 20), make_shards(train, assignment), test, coupling)
 
 
 def config(**kw) -> RunConfig:

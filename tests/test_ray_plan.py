@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import coupling
+from decentral import topology
 from decentral.data import Split, make_shards
 from decentral.model import Architecture
 from decentral import observables
@@ -52,7 +52,7 @@ def weighted_directed(n: int = 7, seed: int = 0) -> np.ndarray:
     return q
 
 
-GRAPHS = {"mean_field": coupling.mean_field(10), "ring": ring(9), "communities": two_communities(),
+GRAPHS = {"mean_field": topology.mean_field(10), "ring": ring(9), "communities": two_communities(),
           "weighted_directed": weighted_directed()}
 
 
@@ -80,19 +80,19 @@ def test_compressed_sources_reproduce_every_coupling_sum_exactly(name, upa):
 
 
 def test_mean_field_blocks_send_their_sum():
-    blocks = plan.make_blocks(coupling.mean_field(10), 5)
+    blocks = plan.make_blocks(topology.mean_field(10), 5)
     for b in blocks:
         assert not b.raw and b.source_rows == (1,)
         np.testing.assert_array_equal(b.send_rows, np.ones((1, 5)))
         np.testing.assert_array_equal(b.q_rows[:, 5:], np.ones((5, 1)))
     assert plan.rows_per_coupling(blocks) == 2
-    assert all(b.raw for b in plan.make_blocks(coupling.mean_field(10), 1))  # one unit: unchanged
-    assert plan.rows_per_coupling(plan.make_blocks(coupling.mean_field(10), 1)) == 90
+    assert all(b.raw for b in plan.make_blocks(topology.mean_field(10), 1))  # one unit: unchanged
+    assert plan.rows_per_coupling(plan.make_blocks(topology.mean_field(10), 1)) == 90
 
 
 def test_mean_field_payload_is_a_fifth_of_the_block_and_gives_the_same_step():
     arch = Architecture(1, 20)
-    q = coupling.mean_field(10)
+    q = topology.mean_field(10)
     blocks = plan.make_blocks(q, 5)
     theta = torch.randn(10, arch.n_params, dtype=torch.float64)  # [N, P]
     grad = torch.randn_like(theta)
@@ -120,8 +120,8 @@ def test_directed_edges_send_only_to_readers():
 
 
 def test_mean_field_message_count_and_uneven_blocks():
-    assert plan.messages_per_coupling(plan.make_blocks(coupling.mean_field(10), 1)) == 90
-    blocks = plan.make_blocks(coupling.mean_field(10), 4)
+    assert plan.messages_per_coupling(plan.make_blocks(topology.mean_field(10), 1)) == 90
+    blocks = plan.make_blocks(topology.mean_field(10), 4)
     assert [len(b.units) for b in blocks] == [4, 4, 2]
     assert plan.messages_per_coupling(blocks) == 6
     assert [b.source_rows for b in blocks] == [(1, 1)] * 3  # each block sends its sum

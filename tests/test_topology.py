@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import coupling, topology
+from decentral import topology
 from decentral.cli import main
 from decentral.errors import UserInputError
 from decentral.update import euler_step
@@ -77,13 +77,13 @@ def test_edgelist_optional_weights_comments_and_isolated_nodes(tmp_path):
 @pytest.mark.parametrize("suffix", [".edgelist", ".graphml", ".gml", ".csv", ".npy"])
 def test_complete_file_equals_builtin_mean_field(tmp_path, suffix):
     path = topology.write_graph(topology.generate("complete", 7), tmp_path / f"c{suffix}")
-    np.testing.assert_array_equal(topology.read_coupling_matrix(path, 7), coupling.mean_field(7))
+    np.testing.assert_array_equal(topology.read_coupling_matrix(path, 7), topology.mean_field(7))
 
 
 @pytest.mark.parametrize("n", [10, 200])
 def test_shipped_complete_file_equals_mean_field(n):
     q = topology.read_coupling_matrix(SHIPPED / f"complete_n{n}.csv", n_units=n)
-    np.testing.assert_array_equal(q, coupling.mean_field(n))
+    np.testing.assert_array_equal(q, topology.mean_field(n))
 
 
 def test_string_labels_follow_string_order(tmp_path):
@@ -270,7 +270,7 @@ def ring20(tmp_path):
 
 def test_ring_slowest_mode_decays_exactly_at_the_spectral_gap_rate(ring20):
     n, lr, sigma = 20, 0.1, 40.0  # h = lr*sigma/N = 0.2, h*lambda_max = 0.8 < 2
-    gap = coupling.spectral_gap(ring20)
+    gap = topology.spectral_gap(ring20)
     assert gap == pytest.approx(2 - 2 * np.cos(2 * np.pi / n))
     mode = np.cos(2 * np.pi * np.arange(n) / n)  # slowest Laplacian eigenvector
     direction = np.random.default_rng(0).normal(size=4)
@@ -285,7 +285,7 @@ def test_ring_random_state_decays_asymptotically_at_the_spectral_gap_rate(ring20
     theta = torch.from_numpy(np.random.default_rng(1).normal(size=(n, 5)))
     mean0 = theta.mean(dim=0).clone()
     distances = np.array(_run_ring(theta, ring20, 400, lr, sigma))
-    factor = (1 - lr * sigma * coupling.spectral_gap(ring20) / n) ** 2
+    factor = (1 - lr * sigma * topology.spectral_gap(ring20) / n) ** 2
     assert distances[1] / distances[0] < factor  # faster modes decay first
     np.testing.assert_allclose(distances[-1] / distances[-2], factor, rtol=1e-6)
     np.testing.assert_allclose(distances[-1] / distances[-101], factor**100, rtol=1e-4)
@@ -312,7 +312,7 @@ def test_directed_graph_without_a_single_leader_group_warns(tmp_path, capsys):
 
 def test_exact_euler_bound_is_tighter_for_a_complex_spectrum():
     q, lr = topology.coupling_matrix(topology.generate("directed_ring", 3)), 0.01
-    assert coupling.sigma_max_stable(q, lr) == pytest.approx(6 / (lr * np.sqrt(3)))
+    assert topology.sigma_max_stable(q, lr) == pytest.approx(6 / (lr * np.sqrt(3)))
     assert topology.sigma_max_euler(q, lr) == pytest.approx(3 / lr)
     theta = torch.from_numpy(np.random.default_rng(2).normal(size=(3, 2)))
     for sigma, grows in ((0.95 * 3 / lr, False), (1.05 * 3 / lr, True)):  # both pass lambda_max's test

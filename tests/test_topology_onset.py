@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import coupling
+from decentral import topology
+from decentral.topology import Coupling
 from decentral.data import partition
-from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "topology_onset.py"
@@ -63,7 +64,7 @@ def test_graph_families_match_their_invariant(exp, tmp_path):
     assert np.allclose(lam["lambda_max"], exp.N_UNITS)
     for row in topos.itertuples():  # the file read back gives the Q described
         assert (tmp_path / row.file).exists()
-        assert coupling.lambda_max(row.q) == pytest.approx(row.lambda_max)
+        assert topology.lambda_max(row.q) == pytest.approx(row.lambda_max)
 
 
 def test_stacked_ensemble_equals_each_point_alone(exp, synthetic_data):
@@ -75,7 +76,7 @@ def test_stacked_ensemble_equals_each_point_alone(exp, synthetic_data):
     state, step_fn, keys = exp.make_ensemble(arch, shards, qs, sigmas, (3,), hyper)
     stacked = run_steps(step_fn, state, 6).theta
     for r, (seed, t, s) in enumerate(keys):
-        alone = make_step_fn(arch, shards, coupling_tensor(qs[t], 1, "cpu"),
+        alone = make_step_fn(arch, shards, Coupling.from_matrix(qs[t]),
                              sigma_tensor(sigmas[s], 1, "cpu"), [seed], hyper)
         theta = run_steps(alone, init_state(arch, [seed], 10), 6).theta
         torch.testing.assert_close(stacked[r], theta[0], rtol=0, atol=1e-5)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from decentral.coupling import mean_field
+from decentral.topology import Coupling, mean_field
 from decentral.data import partition
-from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import BatchIndexer
 from decentral import engine
-from decentral.update import apply_operator, diffusion, euler_step, mean_field_form, mean_field_step, step_operator
+from decentral.update import apply_operator, diffusion, euler_step, mean_field_step, step_operator
 
 
 def _reference_loop(arch, shards, theta0, q, sigma, hyper, seed, n_steps):
@@ -44,7 +44,7 @@ def _assert_engine_matches_module_loop(shards, q, sigma, seed, depths):
         arch = Architecture(depth=depth)
         state = init_state(arch, [seed], n)
         expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
-        step_fn = make_step_fn(arch, shards, coupling_tensor(q, 1, "cpu"), sigma_tensor(sigma, 1, "cpu"),
+        step_fn = make_step_fn(arch, shards, Coupling.from_matrix(q), sigma_tensor(sigma, 1, "cpu"),
                                [seed], hyper)
         got = run_steps(step_fn, state, 20).theta[0]
         assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
@@ -61,7 +61,7 @@ def test_sigma_zero_units_evolve_independently(synthetic_data):
     train, _ = synthetic_data
     shards = partition(train, 3, "class", seed=0)
     arch = Architecture(depth=1)
-    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(3), 1, "cpu"),
+    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(3)),
                            sigma_tensor(0.0, 1, "cpu"), [5], Hyper(batch_size=8))
     a = init_state(arch, [5], 3)
     b = init_state(arch, [5], 3)
@@ -116,7 +116,7 @@ def test_same_seed_same_result_bitwise(synthetic_data):
     train, _ = synthetic_data
     shards = partition(train, 10, "class", seed=0)
     arch = Architecture(depth=2)
-    make = lambda: make_step_fn(arch, shards, coupling_tensor(mean_field(10), 1, "cpu"),
+    make = lambda: make_step_fn(arch, shards, Coupling.from_matrix(mean_field(10)),
                                 sigma_tensor(30.0, 1, "cpu"), [4], Hyper())
     a = run_steps(make(), init_state(arch, [4], 10), 25)
     b = run_steps(make(), init_state(arch, [4], 10), 25)
@@ -125,19 +125,36 @@ def test_same_seed_same_result_bitwise(synthetic_data):
     assert not torch.equal(a.theta, c.theta)
 
 
-def test_mean_field_form_is_found_only_on_the_complete_graph():
-    kw = dict(lr=0.005, n_units=6, weight_decay=1e-3)
-    sigma = torch.tensor([2.0, 40.0]).view(2, 1, 1)
-    alpha, c = mean_field_form(step_operator(torch.as_tensor(mean_field(6), dtype=torch.float32), sigma, **kw))
-    assert torch.allclose(c, 0.005 * sigma.flatten() / 6)
-    assert torch.allclose(alpha, 1 - 0.005 * 1e-3 - 6 * c)
-    ring = torch.as_tensor(np.roll(np.eye(6), 1, axis=1) + np.roll(np.eye(6), -1, axis=1), dtype=torch.float32)
-    assert mean_field_form(step_operator(ring, 5.0, **kw)) is None
-    weighted = torch.as_tensor(2 * mean_field(6), dtype=torch.float32)  # q_ij = 2: still alpha I + c 11^T
-    assert mean_field_form(step_operator(weighted, 5.0, **kw)) is not None
-    complete = torch.as_tensor(mean_field(10), dtype=torch.float32)
-    for s in np.linspace(0.0, 100.0, 301):  # every sigma: no float round trip may hide the form
-        assert mean_field_form(step_operator(complete, float(s), **{**kw, "n_units": 10})) is not None
+def _mean_field_form(op: torch.Tensor):
+    """(alpha [R], c [R]) read off operators op [R, N, N] that are alpha I + c 11^T, else None."""
+    n = op.shape[-1]
+    diag, c = op.diagonal(dim1=-2, dim2=-1), op[:, 0, 1]  # [R, N], [R]
+    off = op[:, ~torch.eye(n, dtype=torch.bool)]  # [R, N*(N-1)]
+    same = bool((diag == diag[:, :1]).all()) and bool((off == c.unsqueeze(1)).all())
+    return (diag[:, 0] - c, c) if same else None
+
+
+def test_mean_field_coefficients_are_the_complete_graph_operator_entries_bitwise():
+    """The fused kernel's alpha and c equal step_operator's entries on the complete graph exactly,
+    for every (N, sigma): the kernel and the dense GEMM apply the same A."""
+    for n in (2, 5, 10, 37):
+        hyper = Hyper(lr=0.005, weight_decay=1e-3)
+        sigma = sigma_tensor(np.linspace(0.0, 400.0, 101), 101, "cpu")
+        op = step_operator(torch.as_tensor(mean_field(n), dtype=torch.float32), sigma, lr=hyper.lr,
+                           n_units=n, weight_decay=hyper.weight_decay)
+        alpha, c = engine.mean_field_coefficients(Coupling.complete(n), sigma, hyper)
+        expected_alpha, expected_c = _mean_field_form(op)
+        assert torch.equal(alpha, expected_alpha) and torch.equal(c, expected_c), n
+
+
+def test_mean_field_coefficients_only_for_the_complete_graph():
+    sigma, hyper = sigma_tensor([2.0, 40.0], 2, "cpu"), Hyper()
+    ring = np.roll(np.eye(6), 1, axis=1) + np.roll(np.eye(6), -1, axis=1)
+    assert engine.mean_field_coefficients(Coupling.from_matrix(ring), sigma, hyper) is None
+    assert engine.mean_field_coefficients(Coupling.from_matrix(2 * mean_field(6)), sigma, hyper) is None
+    assert Coupling.from_matrix(mean_field(6)).kind == "complete"  # a complete-graph file keeps the form
+    mixed = [Coupling.complete(6), Coupling.from_matrix(ring)]
+    assert engine.mean_field_coefficients(mixed, sigma, hyper) is None
 
 
 def test_mean_field_step_equals_the_operator_form():
@@ -145,7 +162,8 @@ def test_mean_field_step_equals_the_operator_form():
     theta, grad = torch.randn(2, 5, 30, generator=gen), torch.randn(2, 5, 30, generator=gen)
     op = step_operator(torch.as_tensor(mean_field(5), dtype=torch.float32), torch.tensor([3.0, 80.0]).view(2, 1, 1),
                        lr=0.01, n_units=5, weight_decay=1e-3)
-    got = mean_field_step(theta, grad, *mean_field_form(op), lr=0.01)
+    hyper, sigma = Hyper(lr=0.01, weight_decay=1e-3), torch.tensor([3.0, 80.0]).view(2, 1, 1)
+    got = mean_field_step(theta, grad, *engine.mean_field_coefficients(Coupling.complete(5), sigma, hyper), lr=0.01)
     assert torch.allclose(got, apply_operator(op, theta, grad, lr=0.01), atol=1e-6)
 
 
@@ -163,11 +181,11 @@ def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, mon
     sigma = sigma_tensor([5.0, 60.0], 2, "cpu")
 
     def run():
-        step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(4), 2, "cpu"), sigma, seeds, Hyper(batch_size=8))
+        step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(4)), sigma, seeds, Hyper(batch_size=8))
         return run_steps(step_fn, init_state(arch, seeds, 4), 10).theta
 
     fused = run()
-    monkeypatch.setattr(engine, "mean_field_form", lambda op: None)
+    monkeypatch.setattr(engine, "mean_field_coefficients", lambda *args: None)
     assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
 
 
@@ -175,7 +193,7 @@ def _mean_field_problem(train, n_units, depth, sigma, seed):
     """(step_fn, initial state) of one run on the complete graph, batch 8."""
     shards = partition(train, n_units, "class", seed=0)
     arch = Architecture(depth=depth)
-    step_fn = make_step_fn(arch, shards, coupling_tensor(mean_field(n_units), 1, "cpu"),
+    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(n_units)),
                            sigma_tensor(sigma, 1, "cpu"), [seed], Hyper(batch_size=8))
     return step_fn, init_state(arch, [seed], n_units)
 

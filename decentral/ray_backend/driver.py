@@ -177,9 +177,9 @@ class Fleet:
 
 def run_ray(cfg, problem, source=None, on_advance=None):
     """Train on Ray; returns (theta [1, N, P], Measurement, extra summary fields)."""
-    if problem.q.shape[0] != cfg.units:
-        raise cluster.UserInputError(f"the topology has {problem.q.shape[0]} nodes but --units is {cfg.units}")
-    blocks = make_blocks(problem.q, cfg.units_per_actor)
+    if problem.coupling.n_units != cfg.units:
+        raise cluster.UserInputError(f"the topology has {problem.coupling.n_units} nodes but --units is {cfg.units}")
+    blocks = make_blocks(problem.coupling.dense(), cfg.units_per_actor)
     source = source if source is not None else mnist_source(cfg)
     with cluster.connected(cfg.address) as ray:
         cluster.check_capacity(ray, len(blocks), cfg.actor_cpus)

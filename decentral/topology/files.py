@@ -17,7 +17,7 @@ Formats, chosen by the file extension (case-insensitive):
 
 Edge weights live in the ``weight`` attribute. Parallel edges (multigraph GML/GraphML)
 add up, as in :func:`networkx.to_numpy_array`. Reading here only parses; checking the
-graph as a coupling matrix (labels, weights, self-loops) is :mod:`decentral.topology`.
+graph as a coupling matrix (labels, weights, self-loops) is :mod:`decentral.topology.matrix`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
+from ..storage import file_digest  # noqa: F401  (re-exported: provenance of graph files)
+from .matrix import coupling_matrix
 
 EDGELIST, GRAPHML, GML, CSV, NPY = "edge list", "GraphML", "GML", "CSV matrix", "npy matrix"
 FORMATS = {
@@ -119,7 +121,7 @@ def _from_matrix(matrix: np.ndarray, path: str) -> nx.Graph | nx.DiGraph:
 def write_graph(graph: nx.Graph | nx.DiGraph, path: str | Path) -> Path:
     """Write ``graph`` in the format its extension names; returns the path.
 
-    Matrix formats (.csv, .npy) store Q in unit order (see :func:`decentral.topology.unit_order`)
+    Matrix formats (.csv, .npy) store Q in unit order (see :func:`decentral.topology.matrix.unit_order`)
     and so keep weights and direction but not the node labels.
     """
     path = Path(path)
@@ -132,8 +134,6 @@ def write_graph(graph: nx.Graph | nx.DiGraph, path: str | Path) -> Path:
     elif fmt == GML:
         nx.write_gml(clean, path, stringizer=str)
     else:
-        from .topology import coupling_matrix  # local import: topology imports this module
-
         q = coupling_matrix(clean)
         if fmt == CSV:
             path.write_text("".join(",".join(map(_number, row)) + "\n" for row in q), encoding="utf-8")
