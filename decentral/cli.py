@@ -75,6 +75,9 @@ def _print_run_summary(s: dict) -> None:
           f"(sigma/N={s['sigma_over_n']:g}) seed={s['seed']}")
     print(f"  <A> = {s['accuracy']:.4f}   <L> = {s['loss']:.4f}   <m> = {s['magnetization']:.3e}"
           f"   consensus = {s['consensus_distance']:.3e}")
+    if s["backend"] == "ray":
+        print(f"  Ray: {s['actors']} actors x {s['units_per_actor']} units, {s['actor_cpus']:g} CPU each "
+              f"({s['actor_layout']}), {s['nodes']} node(s), {s['restarts']} restarts")
     print(f"  {s['steps_per_second']:.0f} coupled steps/s, {s['message']}")
 
 
@@ -98,7 +101,10 @@ def _add_theory(sub) -> None:
     p.add_argument("--t-end", type=float, default=10.0, help="time per sigma (default 10)")
     p.add_argument("--topology", help="supra-network file (default: mean field)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per available core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads per worker process (default 1: the arrays are small)")
     p.add_argument("--out", help="write the table to FILE (.csv or .parquet)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--plot", metavar="DIR", help="draw Fig. 2 a-e style PNGs into DIR")
@@ -133,12 +139,13 @@ def _theory_config(args):
         from .topology import Coupling
 
         q = Coupling.from_file(args.topology, n_units).matrix()  # CSR for a large sparse graph
-    if args.workers < 1:
-        raise UserInputError(f"--workers must be >= 1, got {args.workers}")
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     return TheoryConfig(depths=tuple(int(d) for d in depths), sigmas=sigmas, protocols=protocols,
                         n_units=n_units, realizations=args.realizations, gamma=args.gamma,
                         delta_std=args.delta_std, delta=delta, t_end=args.t_end, q=q,
-                        seed=args.seed, workers=args.workers)
+                        seed=args.seed, workers=args.workers, threads=args.threads)
 
 
 def _topology_provenance(path: str | None) -> dict | None:
@@ -368,11 +375,20 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"decentral: warning: {message}\n"
 
 
+def _handle(args) -> int:
+    """Run a command's handler with its compute threads limited: --threads where the command
+    has it, else all available cores (run, sweep and theory narrow it further themselves)."""
+    from .threads import limited, per_worker
+
+    with limited(per_worker(getattr(args, "threads", None))):
+        return int(args.handler(args) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     try:
         args = build_parser().parse_args(argv)
-        return int(args.handler(args) or 0)
+        return _handle(args)
     except UserInputError as err:
         print(f"decentral: error: {err}", file=sys.stderr)
         return 2

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 
 def _f(default, help: str, **meta):
@@ -51,16 +56,18 @@ class RunConfig:
     data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA)")
     download: bool = _f(False, "let torchvision download MNIST into the data root")
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
-    threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
+    threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")
     overwrite: bool = _f(False, "replace an existing --out directory (refused otherwise)")
     # --- Ray backend (issue "Distributed backend") ---
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
-    units_per_actor: int = _f(1, "units stacked in each Ray actor")
+    units_per_actor: int | None = _f(None, "units stacked in each Ray actor (default: 1 on a cluster; "
+                                     "on local Ray, enough that all actors fit the machine's CPUs)")
     gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
     staleness: int = _f(0, "async gossip: neighbours' snapshots may lag this many steps (0: sync)")
     checkpoint_every: int = _f(0, "Ray actors checkpoint every K steps (0: a restart replays from step 0)")
-    actor_cpus: float = _f(1.0, "CPUs each Ray actor requests (fractions let actors share a core)")
+    actor_cpus: float | None = _f(None, "CPUs each Ray actor requests, fractions share a core (default: "
+                                  "1; on local Ray with --units-per-actor, what fits the machine)")
 
     @property
     def sigma_over_n(self) -> float:
@@ -69,7 +76,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         validate_fields(self)
         for name in ("units", "width", "batch_size", "eval_every", "units_per_actor", "gossip_period"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.steps < 1:
             raise UserInputError(f"--steps must be >= 1, got {self.steps}")
@@ -77,7 +84,7 @@ class RunConfig:
             raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
         if self.lr <= 0:
             raise UserInputError(f"--lr must be > 0, got {self.lr}")
-        if self.actor_cpus <= 0:
+        if self.actor_cpus is not None and self.actor_cpus <= 0:
             raise UserInputError(f"--actor-cpus must be > 0, got {self.actor_cpus}")
         return self
 

@@ -24,6 +24,8 @@ from .observables import cross_scores, finite_replicas, replica_observables
 from .runner import Measurement, Phases, progress_bar, run_phases
 from .storage import atomic_dir, check_output_dir, file_digest, json_safe, toml_text, write_toml  # noqa: F401
 from .topology import Coupling, load_coupling
+from .threads import limited as limited_threads
+from .threads import per_worker
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,13 @@ def load_run(out: str | Path) -> tuple[dict, "pd.DataFrame", dict]:
 
 
 def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
-    """Run one job end to end and return its summary (saved under cfg.out when set)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    """Run one job end to end with --threads (default: all cores) and return its summary
+    (saved under cfg.out when set)."""
+    with limited_threads(per_worker(cfg.threads)):
+        return _execute(cfg, data)
+
+
+def _execute(cfg: RunConfig, data: tuple[Split, Split] | None) -> dict:
     resolve_device(cfg.device)  # fail fast, before loading data
     if cfg.out:
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it

@@ -30,6 +30,8 @@ from .sweep_config import SweepConfig, config_hash, science_dict
 from .sweep_plan import Group, chain_id, count_points, plan_groups, point_id
 from .topology import file_digest, load_coupling
 from .sweep_store import load_chain_state, open_store, save_chain_state, write_point, write_results
+from .threads import limited as limited_threads
+from .threads import per_worker
 
 CONFIG_COLUMNS = ("units", "width", "lr", "weight_decay", "batch_size", "batches", "transient", "steps",
                   "eval_every", "init", "partition", "classes_per_unit", "dirichlet_alpha")
@@ -206,10 +208,14 @@ def _copy_topologies(cfg: SweepConfig, root: Path) -> None:
 
 
 def run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None = None) -> SweepReport:
-    """Run (or resume) the sweep into cfg.out; returns what was done."""
+    """Run (or resume) the sweep into cfg.out with --threads (default: all cores); returns
+    what was done."""
+    with limited_threads(per_worker(cfg.threads)):
+        return _run_sweep(cfg, data)
+
+
+def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepReport:
     start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     science = science_dict(cfg, topology_digests(cfg))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)
     _warn_unstable(cfg)

@@ -47,6 +47,9 @@ class SweepConfig(RunConfig):
     resume: bool = _f(False, "skip points already finished in --out (same config only)")
     max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
     quiet: bool = _f(False, "no progress bar (shown with its ETA on stderr when it is a terminal)")
+    # Ray actor options keep the values sweeps always hashed (they have no sweep flag)
+    units_per_actor: int = _f(1, "unused by sweeps")
+    actor_cpus: float = _f(1.0, "unused by sweeps")
 
     # --- parsed views ---------------------------------------------------------------------
     def sigmas(self) -> list[float]:
@@ -89,7 +92,7 @@ class SweepConfig(RunConfig):
         if self.overwrite:
             raise UserInputError("sweep: there is no --overwrite; use another --out, or --resume to continue one")
         for name in RAY_ACTOR_FIELDS:
-            if hasattr(RunConfig, name) and getattr(self, name) != getattr(RunConfig, name):
+            if getattr(self, name) != getattr(SweepConfig, name):
                 raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "
                                      "`decentral run`; sweeps run each point on the local engine")
         self.sigmas(), self.depths(), self.topologies()

@@ -17,13 +17,14 @@ from .sweep_plan import Group, count_points
 
 def _group_task(cfg_values: dict, group: Group, chain_states: dict) -> list:
     """Body of the remote task: run one group, return what its sink received, in order."""
-    import torch
+    import torch  # noqa: F401  (loaded before its threads are limited)
 
     from .data import load_mnist, resolve_data_root
+    from .threads import limit as limit_threads
     from .sweep import group_problem, run_group
 
     cfg = SweepConfig(**cfg_values)
-    torch.set_num_threads(cfg.threads or 1)
+    limit_threads(cfg.threads or 1)  # the CPUs the task requested
     data = load_mnist(resolve_data_root(cfg.data_root), download=cfg.download)
     received: list = []
     run_group(cfg, group, group_problem(cfg, group, data), lambda r, s: received.append((r, s)),

@@ -179,7 +179,16 @@ def test_bounded_staleness_runs_asynchronously(ray_session, synthetic_data):
 def test_too_few_cpus_is_a_one_line_error(ray_session, synthetic_data):
     problem = make_problem(synthetic_data)
     with pytest.raises(UserInputError, match=r"free CPUs .* need 8"):
-        ray_run(problem, config(actor_cpus=2.0))
+        ray_run(problem, config(actor_cpus=2.0, units_per_actor=1))  # explicit values win
+
+
+def test_local_ray_with_more_units_than_cpus_starts_with_defaults(ray_session, synthetic_data):
+    problem = make_problem(synthetic_data)  # 4 units on the session's 2 CPUs
+    cfg = config(actor_cpus=None, steps=10)
+    theta, _, extra = ray_run(problem, cfg)
+    assert (extra["actors"], extra["units_per_actor"], extra["actor_cpus"]) == (2, 2, 1.0)
+    assert extra["actor_layout"] == "fitted to 2 local CPUs"
+    torch.testing.assert_close(theta, local_run(problem, cfg)[0], atol=1e-5, rtol=0)
 
 
 def test_topology_of_another_size_is_refused(ray_session, synthetic_data):

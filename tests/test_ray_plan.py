@@ -192,3 +192,18 @@ def test_mnist_source_partitions_exactly_like_the_driver(mnist_root, mnist):
     rows = slice(int(shards.offsets[7]), int(shards.offsets[7] + shards.sizes[7]))
     assert torch.equal(data.train.x[int(data.offsets[7]):], shards.train.x[rows])
     assert set(data.train.y.tolist()) == {3, 7} and len(data.test.y) == 100
+
+
+def test_local_layout_fits_the_machine_and_keeps_explicit_values():
+    def fit(*args):
+        layout = plan.choose_layout(*args)
+        return layout.units_per_actor, layout.actor_cpus, layout.reason
+    assert fit(10, 2, None, None) == (5, 1.0, "fitted to 2 local CPUs")
+    assert fit(4, 8, None, None)[:2] == (1, 1.0)  # enough CPUs: one unit per actor
+    assert fit(10, 2, 1, None)[:2] == (1, 0.2)  # given units per actor: actors share cores
+    assert fit(10, 2, 3, None)[:2] == (3, 0.5)
+    assert fit(10, 2, None, 0.5)[:2] == (3, 0.5)  # given CPUs: 4 actors fit
+    assert fit(10, 3, 1, None)[1] * 10 <= 3
+    assert fit(10, 2, 1, 1.0) == (1, 1.0, "as given")  # may not fit: the capacity error says so
+    assert fit(10, None, None, None) == (1, 1.0, "cluster default")
+    assert fit(10, None, 2, None) == (2, 1.0, "cluster default")

@@ -15,6 +15,7 @@ import warnings
 import ray
 import torch
 
+from ..threads import limit as limit_threads
 from . import block as B
 from .gossip import Aborted, Inbox, Traffic, publish, resolve
 from .plan import Block, is_coupling_step
@@ -25,7 +26,7 @@ class UnitActor:
 
     def __init__(self, arch, hyper: B.BlockHyper, plan_block: Block, source, checkpoint_every: int,
                  threads: int = 1):
-        torch.set_num_threads(threads)
+        limit_threads(threads)  # BLAS, OpenMP and PyTorch: the CPUs the actor requested
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.arch, self.hyper, self.plan = arch, hyper, plan_block
         self.checkpoint_every = checkpoint_every

@@ -10,6 +10,8 @@ step), so the replay gives the same numbers as an undisturbed run, and no measur
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -17,7 +19,7 @@ from ..runner import Phases, progress_bar, run_phases
 from . import cluster
 from .actor import UnitActor
 from .block import BlockHyper, combine_stats
-from .plan import make_blocks, messages_per_coupling
+from .plan import choose_layout, make_blocks, messages_per_coupling
 from .sources import mnist_source
 
 READY_TIMEOUT_S = 300.0  # placing and loading all actors at start (MNIST load included)
@@ -175,13 +177,22 @@ class Fleet:
         return {k: sum(c[k] for c in counts) for k in ("messages", "bytes", "snapshots")}
 
 
+def fit_layout(ray, cfg):
+    """cfg with units per actor and actor CPUs settled (plan.choose_layout), and the reason."""
+    local_cpus = None if cfg.address else ray.cluster_resources().get("CPU", 1.0)
+    layout = choose_layout(cfg.units, local_cpus, cfg.units_per_actor, cfg.actor_cpus)
+    return dataclasses.replace(cfg, units_per_actor=layout.units_per_actor,
+                               actor_cpus=layout.actor_cpus), layout.reason
+
+
 def run_ray(cfg, problem, source=None, on_advance=None):
     """Train on Ray; returns (theta [1, N, P], Measurement, extra summary fields)."""
     if problem.coupling.n_units != cfg.units:
         raise cluster.UserInputError(f"the topology has {problem.coupling.n_units} nodes but --units is {cfg.units}")
-    blocks = make_blocks(problem.coupling.dense(), cfg.units_per_actor)
     source = source if source is not None else mnist_source(cfg)
     with cluster.connected(cfg.address) as ray:
+        cfg, layout_reason = fit_layout(ray, cfg)
+        blocks = make_blocks(problem.coupling.dense(), cfg.units_per_actor)
         cluster.check_capacity(ray, len(blocks), cfg.actor_cpus)
         fleet = Fleet(ray, cfg, problem.arch, blocks, source, on_advance)
         try:
@@ -190,7 +201,7 @@ def run_ray(cfg, problem, source=None, on_advance=None):
             with progress_bar(cfg.transient + cfg.steps, "ray run") as bar:
                 meas = run_phases(fleet.advance, fleet.evaluate, fleet.finite, phases, progress=bar)
             theta = fleet.parameters()
-            extra = summary_fields(cfg, fleet, blocks)
+            extra = {**summary_fields(cfg, fleet, blocks), "actor_layout": layout_reason}
         finally:
             fleet.stop()
     return theta, meas, extra

@@ -41,6 +41,38 @@ class Block:
     degree: np.ndarray  # [n] float64: sum_j q_ij over the full row of Q (Eq. 2's row sums)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How many units each actor hosts and how many CPUs it requests, and why."""
+
+    units_per_actor: int
+    actor_cpus: float
+    reason: str  # "as given", "cluster default", or "fitted to C local CPUs"
+
+
+CLUSTER_DEFAULT = (1, 1.0)  # units per actor and CPUs per actor on a real cluster
+
+
+def choose_layout(n_units: int, local_cpus: float | None, units_per_actor: int | None,
+                  actor_cpus: float | None) -> Layout:
+    """Units per actor and actor CPUs. Explicit values are kept. On a cluster (local_cpus
+    None) the rest take CLUSTER_DEFAULT; on local Ray they are chosen so every actor fits on
+    the machine's `local_cpus` at once: units stacked per actor first (fewer messages), then
+    CPU fractions when the units per actor were given."""
+    if units_per_actor is not None and actor_cpus is not None:
+        return Layout(units_per_actor, actor_cpus, "as given")
+    if local_cpus is None:
+        return Layout(units_per_actor or CLUSTER_DEFAULT[0], actor_cpus or CLUSTER_DEFAULT[1],
+                      "cluster default")
+    if units_per_actor is None:
+        slots = max(1, int(local_cpus // (actor_cpus or 1.0) + 1e-9))  # actors that fit at once
+        units_per_actor = -(-n_units // slots)
+    if actor_cpus is None:
+        actors = -(-n_units // units_per_actor)
+        actor_cpus = min(1.0, int(local_cpus / actors * 1e4) / 1e4)  # Ray's resource precision
+    return Layout(units_per_actor, actor_cpus, f"fitted to {local_cpus:g} local CPUs")
+
+
 def split_units(n_units: int, units_per_actor: int) -> list[tuple[int, ...]]:
     """Consecutive blocks of units_per_actor units (the last one may be smaller)."""
     return [tuple(range(s, min(s + units_per_actor, n_units)))

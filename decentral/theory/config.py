@@ -40,7 +40,8 @@ class TheoryConfig:
     q: object = None  # coupling matrix: None = mean field, dense [N, N] or scipy sparse
     seed: int = 0  # every random draw derives from (seed, depth, purpose)
     chunk_rows: int = 256  # rows integrated together (cache-sized batches)
-    workers: int = 1  # worker processes (each with single-threaded BLAS)
+    workers: int | None = None  # worker processes; None: one per available core
+    threads: int | None = None  # BLAS threads per process; None: 1 (the arrays are small)
 
     def __post_init__(self):
         self.depths = tuple(int(d) for d in self.depths)
@@ -70,6 +71,9 @@ class TheoryConfig:
             raise UserInputError(f"number of units N must be >= 1, got {self.n_units}")
         if self.realizations < 1:
             raise UserInputError(f"realizations must be >= 1, got {self.realizations}")
+        for name in ("workers", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("gamma", "delta_std", "t_end", "rtol", "atol"):
             value = getattr(self, name)
             strictly = name in ("t_end", "rtol", "atol")

@@ -10,14 +10,14 @@ drawn afresh per sigma; the adiabatic run starts from the non-adiabatic state of
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-import multiprocessing
 import numpy as np
 import pandas as pd
 
+from .. import threads
 from .config import TheoryConfig
 from .model import EffectiveRHS, check_coupling, moments
 from .rk45 import integrate
@@ -76,12 +76,31 @@ def _non_adiabatic_task(cfg, depth, sigma_indices, delta):
     return np.stack([m_mean, loss, steps]).reshape(3, len(sigma_indices), n_real).transpose(1, 0, 2)
 
 
+MIN_SIGMA_TASKS = 8  # non-adiabatic tasks per depth, at least (while the grid allows)
+ADIABATIC_BLOCK_ROWS = 64  # realizations carried together through the grid, at least
+
+
 def _sigma_blocks(cfg) -> list[np.ndarray]:
     """Consecutive sigma indices per task: about two batches of rows each, and enough tasks
-    to keep every worker busy."""
+    to keep workers busy. Independent of the worker count: rows are batched the same way
+    (and so rounded the same way) whichever process integrates them."""
     per_task = max(1, -(-2 * cfg.chunk_rows // cfg.realizations))
-    per_task = min(per_task, max(1, cfg.sigmas.size // (4 * cfg.workers)))
+    per_task = min(per_task, max(1, cfg.sigmas.size // MIN_SIGMA_TASKS))
     return np.array_split(np.arange(cfg.sigmas.size), -(-cfg.sigmas.size // per_task))
+
+
+def _realization_blocks(cfg) -> list[np.ndarray]:
+    """Realizations per adiabatic task (sequential in sigma): split only while batches stay
+    large; independent of the worker count, as :func:`_sigma_blocks`."""
+    n_blocks = max(1, cfg.realizations // ADIABATIC_BLOCK_ROWS)
+    return np.array_split(np.arange(cfg.realizations), n_blocks)
+
+
+def n_tasks(cfg) -> int:
+    """Tasks the whole table takes (more worker processes than this would idle)."""
+    per_depth = (len(_sigma_blocks(cfg)) * ("non-adiabatic" in cfg.protocols)
+                 + len(_realization_blocks(cfg)) * ("adiabatic" in cfg.protocols))
+    return per_depth * len(cfg.depths)
 
 
 def _adiabatic_task(cfg, depth, rows, delta):
@@ -95,24 +114,37 @@ def _adiabatic_task(cfg, depth, rows, delta):
     return out
 
 
-def _pool(workers: int):
-    """Worker processes with single-threaded BLAS (spawned, so the setting takes effect)."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+def worker_count(cfg: TheoryConfig) -> int:
+    """cfg.workers, or one per available core; never more than there are tasks."""
+    wanted = cfg.workers or threads.available_cores()
+    return max(1, min(wanted, n_tasks(cfg)))
+
+
+def _pool(cfg: TheoryConfig):
+    """Worker processes (spawned: no state inherited), each limiting its own threads, or this
+    process alone when one worker is enough."""
+    workers, per_process = worker_count(cfg), cfg.threads or 1
+    if workers == 1:
+        return _Inline(per_process)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=threads.limit, initargs=(per_process,))
 
 
 class _Inline:
-    """The executor interface, run in this process (workers = 1)."""
+    """The executor interface, run in this process (one worker) with `n_threads` threads."""
+
+    def __init__(self, n_threads: int):
+        self.limits = threads.limited(n_threads)
 
     def submit(self, function, *args):
         return _Done(function(*args))
 
     def __enter__(self):
+        self.limits.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return False
+        return self.limits.__exit__(*exc)
 
 
 @dataclass
@@ -130,16 +162,14 @@ def _submit(cfg: TheoryConfig, pool, depth: int, protocol: str):
         futures = [pool.submit(_non_adiabatic_task, cfg, depth, block, delta)
                    for block in _sigma_blocks(cfg)]
         return lambda: _Observed(*np.concatenate([f.result() for f in futures]).transpose(1, 0, 2))
-    # Sequential in sigma: split realizations over workers only while batches stay large.
-    n_blocks = max(1, min(cfg.workers, cfg.realizations // 64))
-    blocks = np.array_split(np.arange(cfg.realizations), n_blocks)
-    futures = [pool.submit(_adiabatic_task, cfg, depth, rows, delta[rows]) for rows in blocks]
+    futures = [pool.submit(_adiabatic_task, cfg, depth, rows, delta[rows])
+               for rows in _realization_blocks(cfg)]
     return lambda: _Observed(*np.concatenate([f.result() for f in futures], axis=2))
 
 
 def observe(cfg: TheoryConfig, depth: int, protocol: str) -> _Observed:
     """Integrate one (depth, protocol) over the whole sigma grid and all realizations."""
-    with _pool(cfg.workers) if cfg.workers > 1 else _Inline() as pool:
+    with _pool(cfg) as pool:
         return _submit(cfg, pool, depth, protocol)()
 
 
@@ -164,7 +194,7 @@ def run_theory(cfg: TheoryConfig | None = None) -> pd.DataFrame:
     cfg = cfg or TheoryConfig()
     cfg.q = check_coupling(cfg.q, cfg.n_units)
     keys = [(depth, protocol) for depth in cfg.depths for protocol in cfg.protocols]
-    with _pool(cfg.workers) if cfg.workers > 1 else _Inline() as pool:
+    with _pool(cfg) as pool:
         # Adiabatic runs are sequential in sigma: queue them first so they start early.
         order = sorted(keys, key=lambda key: (key[1] != "adiabatic", -key[0]))
         gather = {key: _submit(cfg, pool, *key) for key in order}
