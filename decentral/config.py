@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserInputError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
+from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 
 def _f(default, help: str, **meta):

@@ -21,12 +21,18 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli (a dependency there)
+    import tomli as tomllib
 
 __all__ = [
     "atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_output_dir",
@@ -222,8 +228,6 @@ def read_json(path: str | Path, what: str = "file"):
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict:
-    import tomllib
-
     path = Path(path)
     data = _read_bytes(path, what)
     try:
