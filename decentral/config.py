@@ -48,8 +48,9 @@ class RunConfig:
     seed: int = _f(0, "run seed; unit u draws init and batches from streams seeded by (seed, u)")
     test_samples: int | None = _f(None, "evaluate on this many test images (default: all 10,000)")
     topology: str | None = _f(None, "graph file of the supra-network (default: mean field)")
-    data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA)")
-    download: bool = _f(False, "let torchvision download MNIST into the data root")
+    data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA, else "
+                               "the user cache folder, e.g. ~/.cache/decentral/data, filled on first use)")
+    download: bool = _f(False, "download missing MNIST files into the data root (always for the default folder)")
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")

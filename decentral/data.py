@@ -8,16 +8,15 @@ each unit's private samples are contiguous: unit u owns rows offsets[u] : offset
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import datafiles
+from .datafiles import DATA_ENV  # noqa: F401  (re-exported)
 from .errors import UserInputError
-
-DATA_ENV = "DECENTRAL_DATA"  # environment variable naming the data root
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,9 @@ class Shards:
 
 
 def resolve_data_root(flag: str | None) -> Path:
-    """The data root: the flag if given, else $DECENTRAL_DATA; it must exist."""
-    root = flag or os.environ.get(DATA_ENV)
-    if not root:
-        raise UserInputError(f"no data root: pass --data-root DIR or set {DATA_ENV}")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise UserInputError(f"data root {str(path)!r} does not exist or is not a directory")
-    return path
+    """The data root: the flag if given, else $DECENTRAL_DATA, else the default folder
+    (see :mod:`decentral.datafiles`)."""
+    return datafiles.resolve_root(flag)
 
 
 def load_mnist(root: str | Path, download: bool = False) -> tuple[Split, Split]:
@@ -70,13 +64,12 @@ def load_mnist_split(root: str | Path, train: bool, download: bool = False) -> S
 def _load_mnist_cached(root: str, train: bool, download: bool) -> Split:
     from torchvision.datasets import MNIST
 
+    datafiles.ensure(root, download)  # present and whole, or one line saying what is not
     try:
-        data = MNIST(root=root, train=train, download=download)
-    except RuntimeError as err:
-        raise UserInputError(
-            f"no MNIST under data root {root!r} (expected {root}/MNIST/raw/*-ubyte; "
-            f"use --download where internet exists): {err}"
-        ) from None
+        data = MNIST(root=root, train=train, download=False)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"MNIST files in {datafiles.raw_folder(root)} cannot be read: {first}") from None
     return _as_split(data.data, data.targets)
 
 

@@ -110,15 +110,3 @@ def test_bad_config_files(tmp_path, capsys):
         assert main(["run", "--config", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
-
-
-def test_data_root_without_mnist(tmp_path, capsys):
-    assert main(["run", "--data-root", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "no MNIST under data root" in err and err.count("\n") == 1
-
-
-def test_missing_data_root(monkeypatch, capsys):
-    monkeypatch.delenv("DECENTRAL_DATA", raising=False)
-    assert main(["run", "--steps", "1"]) == 2
-    assert "no data root: pass --data-root DIR or set DECENTRAL_DATA" in capsys.readouterr().err
