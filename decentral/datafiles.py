@@ -49,7 +49,7 @@ def resolve_root(flag: str | None) -> Path:
     path = Path(given).expanduser()
     if not path.is_dir():
         source = "--data-root" if flag else f"${DATA_ENV}"
-        raise UserInputError(f"data root {str(path)!r} ({source}) does not exist or is not a directory")
+        raise UserInputError(f"data root {str(path)!r} does not exist or is not a directory (from {source})")
     return path
 
 
