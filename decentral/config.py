@@ -39,6 +39,11 @@ class RunConfig:
     transient: int = _f(5000, "steps discarded before measuring (paper: 5,000 or 20,000)")
     steps: int = _f(5000, "measured steps after the transient (paper: 5,000 or 20,000)")
     eval_every: int = _f(20, "evaluate observables every this many measured steps (paper: 20)")
+    eval_scheme: str = _f("full", "test loss/accuracy of each evaluation on the full test set, or on "
+                          "a rotating class-stratified fold (1/K of the cost; the time average equals "
+                          "the full one up to the parameters' drift within a rotation, see "
+                          "decentral.evaluation)", choices=("full", "rotating"))
+    eval_folds: int = _f(10, "K folds of the rotating scheme; evaluations per phase must be a multiple")
     init: str = _f("pytorch", "initial parameters: pytorch default or normal N(0,1)",
                    choices=("pytorch", "normal"))
     partition: str = _f("class", "private shards: class (unit k owns class k), k-classes, dirichlet",
@@ -76,6 +81,10 @@ class RunConfig:
                 raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.steps < 1:
             raise UserInputError(f"--steps must be >= 1, got {self.steps}")
+        self._check_rotations()
+        if self.backend == "ray" and self.eval_scheme != "full":
+            raise UserInputError("--eval-scheme rotating runs on the local engine (and in sweeps); "
+                                 "the Ray backend of `decentral run` evaluates the full test set")
         if self.test_samples is not None and self.test_samples < 1:
             raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
         if self.lr <= 0:
@@ -83,6 +92,17 @@ class RunConfig:
         if self.actor_cpus is not None and self.actor_cpus <= 0:
             raise UserInputError(f"--actor-cpus must be > 0, got {self.actor_cpus}")
         return self
+
+
+    def _check_rotations(self) -> None:
+        """The rotating scheme needs whole rotations: evaluations per phase a multiple of K."""
+        if self.eval_folds < 1:
+            raise UserInputError(f"--eval-folds must be >= 1, got {self.eval_folds}")
+        n_evals = -(-self.steps // self.eval_every)
+        if self.eval_scheme == "rotating" and n_evals % self.eval_folds:
+            raise UserInputError(f"--eval-scheme rotating: the measurement phase has {n_evals} evaluations "
+                                 f"(--steps {self.steps} / --eval-every {self.eval_every}), not a multiple "
+                                 f"of --eval-folds {self.eval_folds}")
 
 
 def _flag(name: str) -> str:

@@ -35,12 +35,13 @@ def class_weights(test: Split, n_classes: int) -> torch.Tensor:
     return onehot / onehot.sum(dim=0).clamp(min=1)
 
 
-def _weighted_scores(arch, theta, test: Split, weights: torch.Tensor):
-    """Per-sample loss and correctness of every unit, reduced by weights [T, K] -> [R, N, K]."""
+def weighted_scores(arch, theta, test: Split, weights: torch.Tensor, inputs=None):
+    """Per-sample loss and correctness of every unit, reduced by weights [T, K] -> [R, N, K].
+    inputs: test.x already prepared (model.SharedInputs), else prepared here."""
     n_rep, n_units, n_par = theta.shape
     flat = theta.reshape(-1, n_par)  # [R*N, P]
     weights = weights.to(theta.device)
-    inputs = shared_inputs(test.x)  # prepared once per test set
+    inputs = shared_inputs(test.x) if inputs is None else inputs
     losses, accs = [], []
     for start in range(0, len(flat), UNIT_CHUNK):
         loss, correct = per_sample_scores(arch, flat[start : start + UNIT_CHUNK], inputs, test.y)
@@ -52,13 +53,14 @@ def _weighted_scores(arch, theta, test: Split, weights: torch.Tensor):
 
 def cross_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-loss and cross-accuracy [R, N, C]: unit i of replica r on test images of class c."""
-    return _weighted_scores(arch, theta, test, class_weights(test, arch.n_out))
+    return weighted_scores(arch, theta, test, class_weights(test, arch.n_out))
 
 
-def test_metrics(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, torch.Tensor]:
-    """Per replica [R]: mean test loss <L> and accuracy <A> over units on the whole split."""
+def test_metrics(arch: Architecture, theta: torch.Tensor, test: Split, inputs=None) -> dict[str, torch.Tensor]:
+    """Per replica [R]: mean test loss <L> and accuracy <A> over units on the whole split
+    (inputs: its prepared model.SharedInputs, if already made)."""
     uniform = torch.full((len(test.y), 1), 1.0 / len(test.y), dtype=torch.float64)  # [T, 1]
-    loss, acc = _weighted_scores(arch, theta, test, uniform)
+    loss, acc = weighted_scores(arch, theta, test, uniform, inputs)
     return {"loss": loss.mean(dim=(1, 2)), "accuracy": acc.mean(dim=(1, 2))}
 
 

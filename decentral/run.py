@@ -19,8 +19,9 @@ from .config import RunConfig, to_dict
 from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
 from .engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from .errors import UserInputError
+from .evaluation import make_evaluator
 from .model import Architecture
-from .observables import cross_scores, finite_replicas, replica_observables
+from .observables import cross_scores, finite_replicas
 from .runner import Measurement, Phases, progress_bar, run_phases
 from .storage import atomic_dir, check_output_dir, file_digest, json_safe, toml_text, write_toml  # noqa: F401
 from .topology import Coupling, load_coupling
@@ -85,23 +86,19 @@ def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measureme
                            sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
                            Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
+    evaluator = make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds)
 
     def advance(n: int) -> None:
         holder["state"] = run_steps(step_fn, holder["state"], n)
 
     def evaluate() -> dict[str, np.ndarray]:
-        return observe(problem.arch, holder["state"].theta, test)
+        return evaluator(holder["state"].theta)
 
     phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
     with progress_bar(cfg.transient + cfg.steps, "run") as bar:
         meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
                           phases, progress=bar)
     return holder["state"].theta, meas
-
-
-def observe(arch: Architecture, theta: torch.Tensor, test: Split) -> dict[str, np.ndarray]:
-    """All time-series observables per replica [R] as numpy arrays."""
-    return {k: v.cpu().numpy() for k, v in replica_observables(arch, theta, test).items()}
 
 
 def final_cross(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +124,8 @@ def summarize(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measu
         "stability_number": problem.coupling.stability_number(cfg.lr, cfg.sigma),
         "topology": problem.topology,
     }
+    if cfg.eval_scheme != "full":  # (summaries at the default keep their keys)
+        summary.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
     summary.update({k: float(v[0]) for k, v in averages.items()})
     summary.update({
         "cross_accuracy": cross_acc[0].tolist(), "cross_loss": cross_loss[0].tolist(),

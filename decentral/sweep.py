@@ -22,8 +22,9 @@ import torch
 from .data import Shards, Split, load_mnist, resolve_data_root
 from .engine import EngineState, Hyper, run_steps, sigma_tensor
 from .ensemble import init_ensemble, make_ensemble_step_fn
+from .evaluation import make_evaluator
 from .observables import finite_replicas
-from .run import Problem, final_cross, observe, prepare, resolve_device
+from .run import Problem, final_cross, prepare, resolve_device
 from .runner import Phases, progress_bar, run_phases
 from .sweep_analysis import write_analysis
 from .sweep_config import SweepConfig, config_hash, science_dict
@@ -67,12 +68,13 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
                                     sigma_tensor(sigmas, n_rep, device), seeds, per_seed,
                                     Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     holder = {"state": state}
+    evaluator = make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds)  # folds prepared once
 
     def advance(n: int) -> None:
         holder["state"] = run_steps(step_fn, holder["state"], n)
 
     def evaluate() -> dict[str, np.ndarray]:
-        return observe(problem.arch, holder["state"].theta, test)
+        return evaluator(holder["state"].theta)
 
     progress = _ReplicaProgress(bar, n_rep)
     meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
@@ -87,6 +89,8 @@ def _records(cfg: SweepConfig, group: Group, problem: Problem, theta, meas, keys
     averages = meas.time_average(len(keys))
     cross_loss, cross_acc = final_cross(problem.arch, theta, problem.test)
     common = {name: getattr(cfg, name) for name in CONFIG_COLUMNS}
+    if cfg.eval_scheme != "full":  # (tables at the default keep their columns)
+        common.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
     records = []
     for r, (seed, index) in enumerate(keys):
         sigma = sigma_list[index]

@@ -118,15 +118,17 @@ def load_sweep_config(file_values: dict, flag_values: dict) -> SweepConfig:
 
 # Fields added after sweeps were first written: at these defaults they stay out of the hash, so
 # a sweep directory written before them still resumes.
-LATER_FIELDS = {"batches": "iid"}
+LATER_FIELDS = {"batches": "iid", "eval_scheme": "full"}
 
 
 def science_dict(cfg: SweepConfig, topology_digests: dict[str, str] | None = None) -> dict:
     """The config values that determine the results (for the manifest and its hash)."""
     values = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    if values.get("eval_scheme") == "full":  # K means nothing for the full scheme (kept when rotating)
+        values.pop("eval_folds", None)
     for name, default in LATER_FIELDS.items():  # at their defaults, they leave older hashes alone
         if values.get(name) == default:
-            values.pop(name)
+            values.pop(name, None)
     values.update(sigma=cfg.sigmas(), depth=cfg.depths(), seeds=cfg.seed_list(),
                   sigma_grid=None, adiabatic_depths=cfg.protocol_depths("adiabatic"))
     values["topology"] = topology_digests or None

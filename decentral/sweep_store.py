@@ -41,13 +41,12 @@ def open_store(out: str | Path, science: dict, digest: str, resume: bool) -> Pat
         _check_new_root(root)
     elif _has_results(root):
         old = read_manifest(root)
-        if old.get("hash") != digest:
-            diff = ", ".join(_differences(old.get("config", {}), json.loads(json.dumps(json_safe(science)))))
-            raise UserInputError(f"sweep: {root} holds results of a different config (differs in: "
-                                 f"{diff or 'version'}); use another --out")
+        extended = None if old.get("hash") == digest else _reconcile(root, old, science, digest)
         if not resume and finished_ids(root):
             raise UserInputError(f"sweep: {root} already holds finished points; pass --resume to "
                                  "continue it or use another --out")
+        if extended is not None:
+            atomic_write_json(manifest, extended)
         return root
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest, {"format": 1, "hash": digest, "config": science})
@@ -68,6 +67,23 @@ def _check_new_root(root: Path) -> None:
 def _has_results(root: Path) -> bool:
     state = root / "state"
     return bool(finished_ids(root)) or (state.is_dir() and any(state.glob("*.pt")))
+
+
+def _reconcile(root: Path, old: dict, science: dict, digest: str) -> dict | None:
+    """Accept a config that differs from the directory's only in its seeds, one list holding the
+    other (points are per seed, so nothing is recomputed): more seeds extend the manifest (the
+    new manifest is returned), fewer run a part of it (None). Any other difference is refused,
+    naming the keys."""
+    new = json.loads(json.dumps(json_safe(science)))
+    diff = _differences(old.get("config", {}), new)
+    if diff == ["seeds"]:
+        old_seeds, new_seeds = set(old["config"]["seeds"]), set(new["seeds"])
+        if old_seeds < new_seeds:
+            return {**old, "hash": digest, "config": science}
+        if new_seeds <= old_seeds:
+            return None
+    raise UserInputError(f"sweep: {root} holds results of a different config (differs in: "
+                         f"{', '.join(diff) or 'version'}); use another --out")
 
 
 def read_manifest(root: str | Path) -> dict:
