@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, coupling_tensor, run_steps, sigma_tensor
+from decentral.engine import Hyper, run_steps, sigma_tensor
 from decentral.ensemble import init_ensemble, make_ensemble_step_fn
 from decentral.evaluation import make_evaluator
 from decentral.grids import paper_grid
@@ -44,7 +44,7 @@ def depth_costs(data, depth: int, replicas: int, folds: int, steps: int, rounds:
     cfg = load_sweep_config({}, dict(out="unused", sigma=",".join(map(str, sigmas)), depth=str(depth)))
     problem = prepare(cfg.run_config(depth, 1.0, 0, None), data)
     state = {"s": init_ensemble(problem.arch, [0], replicas, cfg.units, cfg.init, "cpu")}
-    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, replicas, "cpu"),
+    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
                                     sigma_tensor(sigmas, replicas, "cpu"), [0], replicas, Hyper())
     full = make_evaluator(problem.arch, problem.test, "full", folds)
     rotating = make_evaluator(problem.arch, problem.test, "rotating", folds)

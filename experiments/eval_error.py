@@ -21,7 +21,7 @@ import torch
 
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, coupling_tensor, run_steps, sigma_tensor
+from decentral.engine import Hyper, run_steps, sigma_tensor
 from decentral.ensemble import init_ensemble, make_ensemble_step_fn
 from decentral.evaluation import fold_scores, rotation_error
 from decentral.run import prepare
@@ -32,7 +32,7 @@ def depth_trajectories(data, depth: int, sigmas: list[float], phases: Phases, fo
     """Fold scores [M, K] of each sigma's trajectory (one ensemble), reduced to errors."""
     problem = prepare(RunConfig(depth=depth, sigma=sigmas[0]), data)
     n = len(sigmas)
-    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, n, "cpu"),
+    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
                                     sigma_tensor(sigmas, n, "cpu"), [0], n, Hyper())
     holder, series = {"s": init_ensemble(problem.arch, [0], n, 10, "pytorch", "cpu")}, []
 

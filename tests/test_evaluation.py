@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from decentral.config import RunConfig
-from decentral.engine import Hyper, coupling_tensor, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.errors import UserInputError
 from decentral.evaluation import make_evaluator, prepare_folds, rotation_error, stratified_folds
 from decentral import observables
@@ -40,7 +40,7 @@ def _trajectory(mnist, depth: int, sigma: float, transient: int, n_evals: int, e
     """Parameters [1, N, P] at each of n_evals evaluations of a real run (and its arch, test)."""
     cfg = RunConfig(depth=depth, sigma=sigma, test_samples=2000)
     problem = prepare(cfg, mnist)
-    step_fn = make_step_fn(problem.arch, problem.shards, coupling_tensor(problem.q, 1, "cpu"),
+    step_fn = make_step_fn(problem.arch, problem.shards, problem.coupling,
                            sigma_tensor(sigma, 1, "cpu"), [0], Hyper())
     holder, thetas = {"s": init_state(problem.arch, [0], cfg.units)}, []
 
