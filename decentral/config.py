@@ -129,46 +129,99 @@ def _base_type(tp):
     return tp
 
 
+INT_LIMIT = 2**63 - 1  # integers beyond int64 fit no counter, seed or size here
+
+
+def _type_error(name: str, tp, value) -> UserInputError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return UserInputError(f"{_flag(name)}: expected {tp.__name__}, got {shown}")
+
+
 def coerce(cls, name: str, value):
-    """Convert a flag string or config-file value to field `name`'s type, or fail clearly."""
+    """Convert a flag string or config-file value to field `name`'s type, or fail clearly.
+
+    Strict: a bool is not a number (TOML `units = true` is refused, not N = 1), a number or
+    a list is not a bool, lists and tables are not scalars, and integers beyond int64 are
+    refused before any use.
+    """
     hints = typing.get_type_hints(cls)
     tp = _base_type(hints[name])
     if value is None:
         return None
+    if isinstance(value, (list, tuple, dict, set, bytes)) or (isinstance(value, bool) and tp is not bool):
+        raise _type_error(name, tp, value)
     try:
         if tp is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
+            return _as_bool(value)
+        if tp is int:
+            try:
+                number = _as_int(value)
+            except UserInputError as err:
+                raise UserInputError(f"{_flag(name)}: {err}") from None
+            if abs(number) > INT_LIMIT:
+                raise UserInputError(f"{_flag(name)}: {str(number)[:30]}... is too large")
+            return number
+        if tp is float:
+            number = float(value)
+            return number
         return tp(value)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{_flag(name)}: expected {tp.__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError) as err:
+        if isinstance(err, UserInputError):
+            raise
+        raise _type_error(name, tp, value) from None
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ValueError(value)
+
+
+def _as_int(value) -> int:
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, str) and len(value.strip()) > 40:  # int() of a huge string is slow
+        raise UserInputError(f"{value.strip()[:30]}... is too large")
+    return int(value)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines; anything this large is not one
 
 
 def read_config_file(path: str | Path) -> dict:
-    """Keys and values of a TOML or YAML config file (flat mapping)."""
+    """Keys and values of a TOML or YAML config file (flat mapping); one line if malformed."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"config file {str(path)!r} not found")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise UserInputError(f"config file {str(path)!r}: use .toml, .yaml or .yml")
     try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise UserInputError(f"config file {str(path)!r}: use .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, ValueError) as err:
-        raise UserInputError(f"config file {str(path)!r} is malformed: {err}".splitlines()[0]) from None
+        raw = path.read_bytes()
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+        data = _parse_config(raw.decode("utf-8"), path.suffix)
+    except (OSError, ValueError, RecursionError) as err:  # decode, TOML and YAML errors included
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"config file {str(path)!r} is malformed: {reason[:200]}") from None
     if not isinstance(data, dict):
         raise UserInputError(f"config file {str(path)!r} must hold a mapping of keys to values")
     return data
+
+
+def _parse_config(text: str, suffix: str):
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    import yaml
+
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:  # malformed YAML, python/* tags (safe_load refuses them)
+        raise ValueError(" ".join(str(err).split())) from None
 
 
 def from_mapping(cls, values: dict, source: str):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import resources
 from .config import RunConfig, to_dict
 from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
 from .engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
@@ -181,6 +182,8 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None) -> dict:
     resolve_device(cfg.device)  # fail fast, before loading data
     if cfg.out:
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
+    resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
+                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
     problem = prepare(cfg, data)
     message = problem.coupling.stability_warning(cfg.lr, cfg.sigma)
     if message:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import resources
 from .data import Shards, Split, load_mnist, resolve_data_root
 from .engine import EngineState, Hyper, run_steps, sigma_tensor
 from .ensemble import init_ensemble, make_ensemble_step_fn
@@ -220,6 +221,9 @@ def run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None = None) -> Swee
 
 def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepReport:
     start = time.perf_counter()
+    resources.check_run(cfg.units, max(cfg.depths()), cfg.width, cfg.test_samples,
+                        replicas=min(cfg.max_batch, len(cfg.sigmas()) * cfg.seeds), what="this sweep",
+                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
     science = science_dict(cfg, topology_digests(cfg))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)
     _warn_unstable(cfg)

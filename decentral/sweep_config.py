@@ -107,7 +107,11 @@ def normalize_lists(values: dict) -> dict:
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        out[key] = ",".join(str(v) for v in value) if name in LIST_FIELDS and isinstance(value, (list, tuple)) else value
+        if name in LIST_FIELDS and isinstance(value, (list, tuple)):
+            if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
+                raise UserInputError(f"--{name.replace('_', '-')}: expected a list of numbers or names")
+            value = ",".join(str(v) for v in value)
+        out[key] = value
     return out
 
 

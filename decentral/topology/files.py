@@ -22,6 +22,7 @@ graph as a coupling matrix (labels, weights, self-loops) is :mod:`decentral.topo
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -222,6 +223,11 @@ def generate(kind: str, n_nodes: int, seed: int | None = 0, **kw) -> nx.Graph | 
         raise UserInputError(f"unknown topology kind '{kind}'; choose from {', '.join(KINDS)}")
     if n_nodes < 1 or (kind in ("ring", "directed_ring") and n_nodes < 3):
         raise UserInputError(f"{kind} needs more nodes, got --nodes {n_nodes}")
+    degree, rewire = kw.get("degree"), kw.get("rewire")
+    if degree is not None and not (math.isfinite(degree) and 0 < degree <= max(n_nodes - 1, 1)):
+        raise UserInputError(f"--degree must be > 0 and at most nodes - 1 = {n_nodes - 1}, got {degree:g}")
+    if rewire is not None and not 0 <= rewire <= 1:
+        raise UserInputError(f"--rewire must be a probability in [0, 1], got {rewire:g}")
     weights = kw.pop("weights", (0.5, 1.5) if kind == "weighted" else None)
     builder, description = KINDS[kind]
     try:
