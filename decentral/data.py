@@ -70,7 +70,27 @@ def _load_mnist_cached(root: str, train: bool, download: bool) -> Split:
     except (RuntimeError, AssertionError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"MNIST files in {datafiles.raw_folder(root)} cannot be read: {first}") from None
+    _check_split(data.data, data.targets, datafiles.raw_folder(root), "train" if train else "t10k")
     return _as_split(data.data, data.targets)
+
+
+N_CLASSES = 10  # MNIST digits: every label must be in 0..9 before any kernel indexes with it
+
+
+def _check_split(images: torch.Tensor, labels: torch.Tensor, folder: Path, prefix: str) -> None:
+    """Shapes and labels of a split read from its idx files; one line naming the file if wrong."""
+    images_file, labels_file = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
+    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28) or len(images) == 0:
+        raise UserInputError(f"MNIST file {images_file} holds images of shape {tuple(images.shape)}, "
+                             "expected [M, 28, 28]")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise UserInputError(f"MNIST file {labels_file} holds {len(labels)} labels for "
+                             f"{len(images)} images in {images_file.name}")
+    bad = torch.nonzero((labels < 0) | (labels >= N_CLASSES)).flatten()
+    if len(bad):
+        first = int(bad[0])
+        raise UserInputError(f"MNIST file {labels_file}: label {int(labels[first])} at index {first} "
+                             f"is outside 0..{N_CLASSES - 1} ({len(bad)} such labels)")
 
 
 def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:

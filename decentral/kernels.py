@@ -97,6 +97,10 @@ class LocalGrad:
         self.layout = _layout(tuple(layer_shapes))
         self._source = source.detach().contiguous().numpy()  # numpy views keep their tensors alive
         self._labels = None if labels is None else labels.detach().contiguous().numpy()  # [M]
+        n_out = int(self.layout[-1, 1])  # the kernel indexes logits by label: check them once
+        if self._labels is not None and len(self._labels) and \
+                not (0 <= self._labels.min() and self._labels.max() < n_out):
+            raise ValueError(f"labels outside 0..{n_out - 1} would index out of bounds in the kernel")
         alpha, c, lr = mean_field if mean_field is not None else ((), (), 0.0)
         self._alpha, self._c = _as_float32(alpha), _as_float32(c)
         self._lr = np.float32(lr)
@@ -157,9 +161,17 @@ def _match_threads() -> None:
 _FASTMATH = {"reassoc", "contract", "nsz"}  # vectorized sums; no nnan/ninf: NaN must propagate
 
 
+# Tests only: DECENTRAL_NUMBA_BOUNDSCHECK=1 (read once, here) compiles every kernel with numba's
+# bounds checks and without the on-disk cache, so an out-of-range index raises IndexError
+# instead of reading or writing past an array (see tests/test_data_validation.py).
+BOUNDSCHECK = os.environ.get("DECENTRAL_NUMBA_BOUNDSCHECK", "") not in ("", "0")
+
+
 def _compiled(**options):
     """numba.njit with the on-disk cache, or without it where no cache folder is writable."""
     def wrap(fn):
+        if BOUNDSCHECK:
+            return numba.njit(boundscheck=True, fastmath=_FASTMATH, **options)(fn)
         try:
             return numba.njit(cache=True, fastmath=_FASTMATH, **options)(fn)
         except RuntimeError:  # numba found no writable cache locator (a read-only install)
