@@ -13,7 +13,7 @@ import math
 import sys
 import warnings
 
-from .errors import UserInputError
+from .errors import Interrupted, UserInputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,11 +45,13 @@ def _add_run(sub) -> None:
                        description="Train N class-private units coupled by Eq. 2 and measure them.")
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file whose keys match the flags")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR "
+                   "(its --out; flags that change its config are refused)")
     add_flags(p, RunConfig)
     p.set_defaults(handler=_cmd_run)
 
 
-def _config_from_args(cls, args, skip=("config", "json", "handler", "command")):
+def _config_from_args(cls, args, skip=("config", "json", "handler", "command", "resume")):
     """Defaults < --config FILE < explicit flags, validated."""
     from .config import merge, read_config_file
 
@@ -62,12 +64,30 @@ def _cmd_run(args) -> int:
     from .config import RunConfig
     from .run import execute, json_safe
 
-    summary = execute(_config_from_args(RunConfig, args))
+    if args.resume:
+        summary = _resume_run(args)
+    else:
+        summary = execute(_config_from_args(RunConfig, args))
     if args.json:
         print(json.dumps(json_safe(summary)))
     else:
         _print_run_summary(summary)
     return 0
+
+
+def _resume_run(args) -> dict:
+    """Continue the run in args.resume: its stored config, refused if a flag changes it."""
+    from . import checkpoint
+    from .config import read_config_file
+    from .run import execute
+
+    if getattr(args, "out", args.resume) != args.resume:
+        raise UserInputError("--resume DIR continues the run in DIR: leave out --out")
+    ckpt = checkpoint.load(args.resume)
+    given = read_config_file(args.config) if args.config else {}
+    given.update({k: v for k, v in vars(args).items()
+                  if k not in ("config", "json", "handler", "command", "resume")})
+    return execute(checkpoint.resumed_config(args.resume, ckpt.config, given), resume=ckpt)
 
 
 def _print_run_summary(s: dict) -> None:
@@ -395,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `decentral ... --json | head`
         sys.stderr.close()
         return 0
+    except Interrupted as stop:  # Ctrl-C with a checkpoint saved
+        print(f"decentral: {stop}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("decentral: interrupted", file=sys.stderr)
         return 130

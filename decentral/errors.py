@@ -3,3 +3,7 @@
 
 class UserInputError(ValueError):
     """Input the user can fix: a bad flag, config key, file or value. Message is one line."""
+
+
+class Interrupted(Exception):
+    """The user stopped a run (Ctrl-C) and its checkpoint is saved: the CLI exits with 130."""

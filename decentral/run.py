@@ -6,6 +6,7 @@ exact config and topology that produced them. The math is in engine/update/obser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import warnings
@@ -16,9 +17,11 @@ import numpy as np
 import torch
 
 from . import resources
+from .checkpoint import FILE as CHECKPOINT_FILE
+from .checkpoint import Checkpoint, Keeper
 from .config import RunConfig, to_dict
 from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
-from .engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from .engine import EngineState, Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from .errors import UserInputError
 from .evaluation import make_evaluator
 from .model import Architecture
@@ -76,13 +79,16 @@ def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     return Problem(arch, shards, test, coupling)
 
 
-def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measurement]:
-    """Train on the vectorized local engine; returns final parameters [1, N, P] and the series."""
+def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
+              ) -> tuple[torch.Tensor, Measurement]:
+    """Train on the vectorized local engine (from a checkpoint, when given; checkpoints into
+    cfg.out when set); returns final parameters [1, N, P] and the series."""
     device = resolve_device(cfg.device)
     shards = Shards(problem.shards.train.to(device), problem.shards.offsets,
                     problem.shards.sizes, problem.shards.classes)
     test = problem.test.to(device)
-    state = init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device)
+    state = (EngineState(resume.theta.to(device), resume.step) if resume is not None
+             else init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device))
     step_fn = make_step_fn(problem.arch, shards, problem.coupling,
                            sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
                            Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
@@ -96,9 +102,16 @@ def run_local(cfg: RunConfig, problem: Problem) -> tuple[torch.Tensor, Measureme
         return evaluator(holder["state"].theta)
 
     phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
-    with progress_bar(cfg.transient + cfg.steps, "run") as bar:
+    step0 = resume.step if resume is not None else 0
+    if hasattr(evaluator, "count"):  # the rotating scheme: its fold continues where it was
+        evaluator.count = phases.evaluations_before(step0)
+    keeper = Keeper(cfg, lambda: holder["state"].theta, step0) if cfg.out else None
+    with progress_bar(cfg.transient + cfg.steps, "run") as bar, \
+            keeper.catching_sigint() if keeper else contextlib.nullcontext():
+        bar.update(step0)
         meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
-                          phases, progress=bar)
+                          phases, step0=step0, progress=bar, resumed=resume and resume.meas,
+                          after_block=keeper)
     return holder["state"].theta, meas
 
 
@@ -151,7 +164,8 @@ def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement) 
     import pandas as pd
 
     out = Path(out)
-    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+    ours = (out / CHECKPOINT_FILE).is_file()  # the run's own checkpoints are replaced
+    with atomic_dir(out, overwrite=cfg.overwrite or ours) as tmp:
         (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         pd.DataFrame(meas.records).to_parquet(tmp / "timeseries.parquet", index=False)
         (tmp / "config.toml").write_text(toml_text(to_dict(cfg)))
@@ -171,16 +185,16 @@ def load_run(out: str | Path) -> tuple[dict, "pd.DataFrame", dict]:
     return summary, series, config
 
 
-def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> dict:
+def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None, resume: Checkpoint | None = None) -> dict:
     """Run one job end to end with --threads (default: all cores) and return its summary
-    (saved under cfg.out when set)."""
+    (saved under cfg.out when set; continued from `resume`, a checkpoint of cfg.out, when given)."""
     with limited_threads(per_worker(cfg.threads)):
-        return _execute(cfg, data)
+        return _execute(cfg, data, resume)
 
 
-def _execute(cfg: RunConfig, data: tuple[Split, Split] | None) -> dict:
+def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoint | None) -> dict:
     resolve_device(cfg.device)  # fail fast, before loading data
-    if cfg.out:
+    if cfg.out and resume is None:
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
@@ -191,9 +205,9 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None) -> dict:
     if cfg.backend == "ray":
         from .ray_backend import run_ray
 
-        theta, meas, extra = run_ray(cfg, problem)
+        theta, meas, extra = run_ray(cfg, problem, resume=resume)
     else:
-        theta, meas = run_local(cfg, problem)
+        theta, meas = run_local(cfg, problem, resume)
         extra = {}
     summary = {**summarize(cfg, problem, theta, meas), **extra}
     if cfg.out:

@@ -25,6 +25,10 @@ class Phases:
     steps: int = 5000  # measured steps
     eval_every: int = 20  # evaluate every this many measured steps
 
+    def evaluations_before(self, step: int) -> int:
+        """Evaluations run_phases makes in its first `step` steps (`step` a block boundary)."""
+        return max(0, -(-(step - self.transient) // self.eval_every))
+
 
 @dataclass
 class Measurement:
@@ -63,17 +67,24 @@ def run_phases(
     phases: Phases,
     step0: int = 0,
     progress=None,
+    resumed: Measurement | None = None,
+    after_block: Callable[[int, Measurement], None] | None = None,
 ) -> Measurement:
     """Run the transient, then the measured steps with an evaluation after every block.
 
     advance(n) takes n coupled steps; evaluate() returns observables per replica [R];
-    finite() returns [R] bool. Stops early once every replica has diverged.
+    finite() returns [R] bool. Stops early once every replica has diverged. A run resumed at
+    step0 > 0 (from a checkpoint taken at a block boundary) continues the same plan with the
+    measurement `resumed` so far; after_block(step, meas) is called after every block.
     """
-    meas = Measurement()
-    step = step0
+    meas = resumed if resumed is not None else Measurement()
+    step = 0
     plan = [(n, False) for n in _blocks(phases.transient, phases.eval_every)]
     plan += [(n, True) for n in _blocks(phases.steps, phases.eval_every)]
     for n, measured in plan:
+        if step < step0:  # done before the checkpoint
+            step += n
+            continue
         start = time.perf_counter()
         advance(n)
         meas.train_seconds += time.perf_counter() - start
@@ -87,6 +98,8 @@ def run_phases(
             break
         if measured:
             _record(meas, evaluate(), step, ok)
+        if after_block is not None:
+            after_block(step, meas)
     return meas
 
 

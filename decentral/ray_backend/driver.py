@@ -10,6 +10,7 @@ step), so the replay gives the same numbers as an undisturbed run, and no measur
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -76,6 +77,15 @@ class Fleet:
 
     def start(self) -> None:
         self._spawn(range(len(self.blocks)), spread=True, timeout=READY_TIMEOUT_S)
+
+    def resume_from(self, step: int, theta: torch.Tensor) -> None:
+        """Every actor restored to `step` with its rows of theta [1, N, P] (a driver checkpoint)."""
+        rows = theta[0].numpy()
+        self.ckpt_step, self.pending_ckpt = step, {}
+        self.ckpt = {a: (step, rows[list(b.units)].copy()) for a, b in enumerate(self.blocks)}
+        self.epoch += 1
+        self.ray.get([h.restore.remote(self.ckpt[a], self.epoch) for a, h in self.handles.items()])
+        self.step = step
 
     def stop(self) -> None:
         for h in self.handles.values():
@@ -185,26 +195,41 @@ def fit_layout(ray, cfg):
                                actor_cpus=layout.actor_cpus), layout.reason
 
 
-def run_ray(cfg, problem, source=None, on_advance=None):
-    """Train on Ray; returns (theta [1, N, P], Measurement, extra summary fields)."""
+def run_ray(cfg, problem, source=None, on_advance=None, resume=None):
+    """Train on Ray (from `resume`, a checkpoint.Checkpoint, when given; checkpointing into
+    cfg.out when set); returns (theta [1, N, P], Measurement, extra summary fields)."""
     if problem.coupling.n_units != cfg.units:
         raise cluster.UserInputError(f"the topology has {problem.coupling.n_units} nodes but --units is {cfg.units}")
     source = source if source is not None else mnist_source(cfg)
     with cluster.connected(cfg.address) as ray:
-        cfg, layout_reason = fit_layout(ray, cfg)
+        given, (cfg, layout_reason) = cfg, fit_layout(ray, cfg)
         blocks = make_blocks(problem.coupling.dense(), cfg.units_per_actor)
         cluster.check_capacity(ray, len(blocks), cfg.actor_cpus)
         fleet = Fleet(ray, cfg, problem.arch, blocks, source, on_advance)
         try:
             fleet.start()
-            phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
-            with progress_bar(cfg.transient + cfg.steps, "ray run") as bar:
-                meas = run_phases(fleet.advance, fleet.evaluate, fleet.finite, phases, progress=bar)
+            if resume is not None:
+                fleet.resume_from(resume.step, resume.theta)
+            meas = _phases(fleet, given, resume)
             theta = fleet.parameters()
             extra = {**summary_fields(cfg, fleet, blocks), "actor_layout": layout_reason}
         finally:
             fleet.stop()
     return theta, meas, extra
+
+
+def _phases(fleet: Fleet, cfg, resume):
+    """The runner over the fleet, checkpointing into cfg.out when set (config as given)."""
+    from ..checkpoint import Keeper
+
+    phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
+    step0 = resume.step if resume is not None else 0
+    keeper = Keeper(cfg, fleet.parameters, step0) if cfg.out else None
+    with progress_bar(cfg.transient + cfg.steps, "ray run") as bar, \
+            keeper.catching_sigint() if keeper else contextlib.nullcontext():
+        bar.update(step0)
+        return run_phases(fleet.advance, fleet.evaluate, fleet.finite, phases, step0=step0,
+                          progress=bar, resumed=resume and resume.meas, after_block=keeper)
 
 
 def summary_fields(cfg, fleet: Fleet, blocks) -> dict:
