@@ -22,8 +22,7 @@ from . import kernels
 from .data import Shards
 from .model import Architecture, UnitBatches, init_params, loss_and_grad
 from .streams import BatchIndexer, init_generator
-from .topology import COMPLETE, Coupling
-from .update import apply_operator, step_operator
+from .forms import Couplings, kernel_coupling, step_apply
 
 
 @dataclass(frozen=True)
@@ -52,28 +51,6 @@ def init_theta(arch: Architecture, seeds: Sequence[int], n_units: int, scheme: s
 
 def init_state(arch, seeds, n_units, scheme="pytorch", device="cpu") -> EngineState:
     return EngineState(init_theta(arch, seeds, n_units, scheme).to(device), 0)
-
-
-Couplings = Coupling | Sequence[Coupling]  # one Q shared by all replicas, or one per replica
-
-
-def replica_couplings(coupling: Couplings, n_replicas: int) -> list[Coupling]:
-    """The coupling of each replica [R]: one shared Coupling repeated, or the given list."""
-    if isinstance(coupling, Coupling):
-        return [coupling] * n_replicas
-    couplings = list(coupling)
-    if len(couplings) != n_replicas:
-        raise ValueError(f"per-replica couplings: got {len(couplings)}, expected {n_replicas}")
-    return couplings
-
-
-def dense_coupling(coupling: Couplings, device, dtype=torch.float32) -> torch.Tensor:
-    """Q as a tensor [N, N] (one Coupling, shared by all replicas) or [R, N, N] (one per replica)."""
-    if isinstance(coupling, Coupling):
-        q = coupling.dense()
-    else:
-        q = np.stack([c.dense() for c in coupling])
-    return torch.as_tensor(q, dtype=dtype, device=device)
 
 
 def sigma_tensor(sigma, n_replicas: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -113,13 +90,13 @@ def make_step_fn(
     """step_fn(state) -> state: one simultaneous explicit Euler step of Eq. 2 for all units.
 
     coupling: one Coupling for every replica or one per replica [R]; sigma [R, 1, 1]; shards on
-    the engine's device; seeds [R]. Whether the fused CPU kernel runs (the coupling's kind,
-    DECENTRAL_KERNELS, device, dtype) is decided here, once.
+    the engine's device; seeds [R]. Whether the fused CPU kernel runs (DECENTRAL_KERNELS, device,
+    dtype) and Eq. 2's form (the coupling's kind, `decentral.forms`) are decided here, once.
     """
     fused = fused_step_fn(arch, shards, seeds, coupling, sigma, hyper)  # gradient and Eq. 2 in one pass
     if fused is not None:
         return fused
-    op = coupling_operator(coupling, sigma, shards.n_units, hyper, shards.train.x.device)  # built once
+    apply = step_apply(coupling, sigma, shards.n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
     def step_fn(state: EngineState) -> EngineState:
@@ -127,59 +104,40 @@ def make_step_fn(
         inputs, y = batches(state.step)  # UnitBatches of R*N units, [R*N, B]
         flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
         _, grad = loss_and_grad(arch, flat, inputs, y, with_loss=False)
-        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)  # [R, N, P]
-        return EngineState(new, state.step + 1)
+        return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)  # [R, N, P]
 
     return step_fn
 
 
-def mean_field_coefficients(coupling: Couplings, sigma: torch.Tensor, hyper: Hyper):
-    """(alpha [R], c [R]) of Eq. 2 on the complete graph, A = alpha I + c 11^T with
-    c = lr*sigma/N and alpha = 1 - lr*wd - c*N, when every replica's coupling is "complete";
-    else None. Computed with the same float32 operations as `update.step_operator`'s entries."""
-    couplings = replica_couplings(coupling, sigma.shape[0])
-    if any(c.kind != COMPLETE for c in couplings) or couplings[0].n_units < 2:
-        return None
-    n = couplings[0].n_units
-    scale = (hyper.lr * sigma / n).reshape(-1)  # [R], the off-diagonal entry c
-    identity = (1.0 - hyper.lr * hyper.weight_decay) * torch.ones_like(scale)  # the I term's diagonal
-    diagonal = identity + scale * torch.full_like(scale, -(n - 1))  # A_ii = that + c * (-(N-1))
-    return diagonal - scale, scale
-
-
 def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
                   sigma: torch.Tensor, hyper: Hyper):
-    """step_fn running the gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit, when every
-    replica couples on the complete graph and the CPU kernels can run; None otherwise. The hot
-    loop touches numpy views only."""
+    """step_fn running the gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit, when the
+    CPU kernels can run; None otherwise. On the complete graph each step updates one copy of the
+    parameters in place (mean-field form); on any other graph each unit's new row is written to a
+    second buffer from its neighbours' rows at t (sparse form) and the buffers swap. The hot loop
+    touches numpy views only."""
     train = shards.train
-    mean_field = mean_field_coefficients(coupling, sigma, hyper)  # (alpha [R], c [R]) or None
-    if mean_field is None or not kernels.usable(train.x):
+    if not kernels.usable(train.x):
         return None
-    fused = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, (*mean_field, hyper.lr))
+    form = kernel_coupling(coupling, sigma, hyper.lr, hyper.weight_decay)  # mean_field=... or sparse=...
+    fused = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, **form)
     indexer = unit_indexer(shards, seeds, hyper.batch_size, hyper.batches, "cpu")
 
     def advance(state: EngineState, n_steps: int) -> EngineState:
-        """n_steps steps on one copy of the parameters, updated in place (the caller's state is
-        untouched)."""
-        theta = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
-        flat = theta.numpy().reshape(-1, theta.shape[-1])  # [R*N, P], a view
+        """n_steps steps on fresh buffers (the caller's state is untouched)."""
+        current = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
+        following = current if fused.in_place else torch.empty_like(current)  # the step's output
+        views = [t.numpy().reshape(-1, t.shape[-1]) for t in (current, following)]  # [R*N, P] each
         for step in range(state.step, state.step + n_steps):
-            fused.run_rows(flat, flat, indexer.host_indices(step))
-        return EngineState(theta, state.step + n_steps)
+            fused.run_rows(views[0], views[1], indexer.host_indices(step))
+            current, following, views = following, current, views[::-1]  # swap (one buffer in place)
+        return EngineState(current, state.step + n_steps)
 
     def step_fn(state: EngineState) -> EngineState:
         return advance(state, 1)
 
     step_fn.advance = advance  # run_steps takes blocks of steps through it
     return step_fn
-
-
-def coupling_operator(coupling: Couplings, sigma: torch.Tensor, n_units: int, hyper: Hyper,
-                      device="cpu") -> torch.Tensor:
-    """Eq. 2's linear part A [(R,) N, N] (see `update.step_operator`), dtype of sigma."""
-    q = dense_coupling(coupling, device, sigma.dtype)  # [(R,) N, N]
-    return step_operator(q, sigma, lr=hyper.lr, n_units=n_units, weight_decay=hyper.weight_decay)
 
 
 def run_steps(step_fn, state: EngineState, n_steps: int) -> EngineState:

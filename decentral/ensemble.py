@@ -5,9 +5,9 @@ Replicas of one seed draw the same training batches (streams are seeded by (seed
 so their first layer runs as one wide GEMM per unit, [B, n_in] x [n_in, S*width], instead of S
 thin ones, and each batch is gathered once. Evaluation multiplies the shared test images by
 the first-layer weights of all units at once. Each replica's numbers equal the same point run
-alone by `decentral run` up to float rounding. When every replica couples on the complete graph
-and the CPU kernels run, the ensemble takes the engine's fused step instead (one kernel pass per
-unit and replica, the shared rows read from cache): measured faster than the shared GEMMs.
+alone by `decentral run` up to float rounding. When the CPU kernels run, the ensemble takes the
+engine's fused step instead, on any graph (one kernel pass per unit and replica, the shared rows
+read from cache): measured faster than the shared GEMMs on the complete graph.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Sequence
 import torch
 
 from .data import Shards
-from .engine import Couplings, EngineState, Hyper, batch_source, coupling_operator, fused_step_fn, init_theta
+from .engine import EngineState, Hyper, batch_source, fused_step_fn, init_theta
+from .forms import Couplings, step_apply
 from .model import Architecture, loss_and_grad
-from .update import apply_operator
 
 class SharedBatches:
     """First-layer products for replicas laid out [K, S, N] whose S replicas of seed k share
@@ -72,9 +72,9 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, coupling: Coupling
     """
     n_units, n_seeds = shards.n_units, len(seeds)
     fused = fused_step_fn(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper)
-    if fused is not None:  # complete graph on CPU: one kernel pass per unit beats the shared GEMMs
+    if fused is not None:  # CPU kernels: one kernel pass per unit beats the shared GEMMs
         return fused
-    op = coupling_operator(coupling, sigma, n_units, hyper, shards.train.x.device)  # [(R,) N, N], built once
+    apply = step_apply(coupling, sigma, n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
     def step_fn(state: EngineState) -> EngineState:
@@ -84,7 +84,6 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, coupling: Coupling
         shared = SharedBatches(inputs.x.view(n_seeds, n_units, b, -1), per_seed)  # x as [K, N, B, I]
         labels = y.view(n_seeds, 1, n_units, b).expand(-1, per_seed, -1, -1).reshape(-1, b)  # [R*N, B]
         _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
-        new = apply_operator(op, theta, grad.view_as(theta), lr=hyper.lr, into_grad=True)
-        return EngineState(new, state.step + 1)
+        return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)
 
     return step_fn

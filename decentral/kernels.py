@@ -8,9 +8,11 @@ cache from the copy to the last product, and no batch tensor, first-layer output
 temporary is ever materialized: measured 1.26-1.30x the engine's steps/s over gathering the
 batch and running the first layer on MKL (D = 0, 1, 2, same process, alternating windows).
 The first layer's products are register-blocked loops (`_tile_forward`, `_tile_weight_grad`),
-~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32. Given the
-complete graph's Eq. 2 in mean-field form, it then updates each unit's row right away
-(`engine.fused_step_fn`, in place on one copy of the parameters).
+~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32. Given Eq. 2
+it then updates each unit's row right away (`engine.fused_step_fn`): on the complete graph in
+mean-field form, in place on one copy of the parameters; on any other graph in sparse form from
+W's CSR rows (`update.sparse_operator`), into a second buffer, since unit i's new row needs its
+neighbours' rows at t (the engine swaps the two buffers every step).
 
 :func:`upper_grad` serves inputs that meet the first layer elsewhere (an ensemble's shared
 batches on other graphs run it as one wide MKL GEMM): everything above the first layer, ~90 us
@@ -87,13 +89,15 @@ class LocalGrad:
     decay). With mean_field=(alpha [R], c [R], lr) it receives Eq. 2's new parameters,
     `update.mean_field_step` unit by unit while the unit's rows are in cache:
     out_u = alpha theta_u + c sum_j theta_j - lr grad_u, the sum over u's replica (units
-    replica-major, U = R * N). No batch tensor is gathered: each unit copies its rows into a tile
+    replica-major, U = R * N). With sparse=(crow [U+1], col, weight, diag [U], lr), the rows of
+    `update.sparse_operator` over the U units: out_u = diag_u theta_u + sum_k weight_k theta_col_k
+    - lr grad_u, and out must be a separate buffer. No batch tensor is gathered: each unit copies its rows into a tile
     of its own and keeps it in cache for both first-layer products. Everything fixed across steps
-    is converted once here (per-step Python work is ~10% of a step at N = 10).
+    is converted once here.
     """
 
     def __init__(self, layer_shapes, source: torch.Tensor, labels: torch.Tensor | None = None,
-                 mean_field: tuple | None = None):
+                 mean_field: tuple | None = None, sparse: tuple | None = None):
         self.layout = _layout(tuple(layer_shapes))
         self._source = source.detach().contiguous().numpy()  # numpy views keep their tensors alive
         self._labels = None if labels is None else labels.detach().contiguous().numpy()  # [M]
@@ -103,7 +107,11 @@ class LocalGrad:
             raise ValueError(f"labels outside 0..{n_out - 1} would index out of bounds in the kernel")
         alpha, c, lr = mean_field if mean_field is not None else ((), (), 0.0)
         self._alpha, self._c = _as_float32(alpha), _as_float32(c)
-        self._lr = np.float32(lr)
+        crow, col, weight, diag, sparse_lr = sparse if sparse is not None else ((), (), (), (), 0.0)
+        self._crow, self._col = _as_int64(crow), _as_int64(col)  # W's CSR structure over the U units
+        self._weight, self._diag = _as_float32(weight), _as_float32(diag)
+        self._lr = np.float32(lr if sparse is None else sparse_lr)
+        self.in_place = sparse is None  # sparse rows read their neighbours' old rows: out must not be theta
 
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
@@ -123,7 +131,7 @@ class LocalGrad:
         _match_threads()
         loss = np.empty(theta.shape[0], self._source.dtype)
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
-                     self._alpha, self._c, self._lr)
+                     self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag)
         return loss
 
 
@@ -144,6 +152,10 @@ def local_grad(layer_shapes, theta: torch.Tensor, grad: torch.Tensor, source: to
 
 def _as_float32(values) -> np.ndarray:
     return np.ascontiguousarray(torch.as_tensor(values).detach().cpu().numpy(), dtype=np.float32).reshape(-1)
+
+
+def _as_int64(values) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(values, dtype=np.int64)).reshape(-1)
 
 
 _THREADS_SET: dict = {}  # calling thread -> the count last given to numba (numba's setting is per thread)
@@ -339,15 +351,17 @@ if numba is not None:
             loss[u] = _upper_unit(z0[u], theta[u], grad[u], labels[u], layout, delta0[u])
 
     @_compiled(parallel=True)
-    def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr):
+    def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr,
+                     crow, col, weight, diag):
         """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
-        then Eq. 2 in mean-field form when alpha and c hold one value per replica (see
-        `LocalGrad`). The tile [R, n_in] stays in the core's cache throughout."""
+        then Eq. 2: in mean-field form when alpha and c hold one value per replica, in sparse form
+        when crow holds W's row pointers (see `LocalGrad`). The tile [R, n_in] stays in the core's
+        cache throughout."""
         batch, fan_in, width, w_at, b_at = rows.shape[1], layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
         padded = -(-batch // 4) * 4  # tile rows: a multiple of the 4-row blocks, zeros past the batch
-        coupled = alpha.shape[0] > 0
+        mean_field, sparse = alpha.shape[0] > 0, crow.shape[0] > 0
         per_replica = theta.shape[0] // max(alpha.shape[0], 1)
-        total = _replica_sums(theta, alpha.shape[0]) if coupled else theta[:0]  # [R, P]
+        total = _replica_sums(theta, alpha.shape[0]) if mean_field else theta[:0]  # [R, P]
         for u in numba.prange(rows.shape[0]):
             tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
             for b in range(batch):
@@ -360,14 +374,28 @@ if numba is not None:
             labels = np.empty(batch, np.int64)
             for b in range(batch):
                 labels[b] = label_source[label_rows[u, b]]
+            coupled = mean_field or sparse
             g = np.empty(theta.shape[1], theta.dtype) if coupled else grad[u]  # the unit's gradient [P]
             loss[u] = _upper_unit(z0[:, :batch], theta[u], g, labels, layout, delta0[:, :batch])
             _tile_weight_grad(delta0, tile, g[w_at:b_at].reshape((width, fan_in)))
-            if coupled:  # Eq. 2; grad may be theta itself: unit u reads no other unit's row
+            if mean_field:  # Eq. 2; grad may be theta itself: unit u reads no other unit's row
                 r = u // per_replica
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
                 for p in range(out.shape[0]):
                     out[p] = a * own[p] + cr * row[p] - lr * g[p]
+            elif sparse:  # Eq. 2 from the neighbours' rows at t; grad is a separate buffer
+                _sparse_row(theta, g, grad[u], u, crow, col, weight, diag[u], lr)
+
+    @_jit
+    def _sparse_row(theta, g, out, u, crow, col, weight, d, lr):
+        """out <- d * theta[u] - lr * g + sum_k weight[k] * theta[col[k]] over row u of W (CSR)."""
+        own = theta[u]
+        for p in range(out.shape[0]):
+            out[p] = d * own[p] - lr * g[p]
+        for k in range(crow[u], crow[u + 1]):
+            w, src = weight[k], theta[col[k]]
+            for p in range(out.shape[0]):
+                out[p] += w * src[p]
 
     @_compiled(parallel=True)
     def _replica_sums(theta, n_replicas):

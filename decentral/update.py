@@ -3,12 +3,20 @@
     theta_i(t+1) = theta_i(t) - lr * (grad L_i(theta_i(t)) + wd * theta_i(t))
                    + (lr * sigma / N) * sum_j q_ij (theta_j(t) - theta_i(t))
 
+Fast forms, each tested against :func:`euler_step` (the reference): the dense linear map
+(:func:`step_operator`, :func:`apply_operator`), the mean-field form on the complete graph
+(:func:`mean_field_step`), and the sparse form on any graph (:func:`sparse_operator`,
+:func:`sparse_step`); the CPU kernels apply the latter two per unit (decentral.kernels).
+
 Simultaneous explicit Euler, as the authors coded it: the gradient and the coupling both
 act on theta(t); weight decay is L2 inside the local gradient only, the coupling is not
 decayed. Nothing here knows about Ray, data or models: callers pass stacked tensors.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
 
 import torch
 
@@ -101,3 +109,52 @@ def mean_field_step(theta: torch.Tensor, grad: torch.Tensor, alpha: torch.Tensor
     """
     total = theta.sum(dim=1, keepdim=True)  # [R, 1, P]
     return alpha.view(-1, 1, 1) * theta + c.view(-1, 1, 1) * total - lr * grad
+
+
+class SparseOperator(NamedTuple):
+    """Eq. 2's linear part in sparse form over R*N stacked units (replica-major):
+    theta(t+1) = diag * theta + W theta - lr * grad, W block-diagonal with blocks c_r Q_r
+    (c_r = lr*sigma_r/N) and diag_i = 1 - lr*wd - c_r * deg_i. Cost O(R * edges * P) per step."""
+
+    diag: torch.Tensor  # [R*N]
+    crow: torch.Tensor  # [R*N + 1] int64, W's CSR row pointers
+    col: torch.Tensor  # [R*E] int64, W's column indices (unit indices in the stacked [R*N])
+    weight: torch.Tensor  # [R*E], c_r * q_ij
+
+    def matrix(self) -> torch.Tensor:
+        """W as a torch sparse CSR tensor [R*N, R*N]."""
+        n = self.diag.shape[0]
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, self.weight, (n, n), check_invariants=False)
+
+
+def sparse_operator(qs, sigma, *, lr: float, n_units: int, weight_decay: float) -> SparseOperator:
+    """The :class:`SparseOperator` of Q_r and sigma_r per replica.
+
+    qs: [R] CSR parts (crow [N+1], col [E_r], q [E_r]) of each replica's Q (one may repeat);
+    sigma: a float or [R] / [R, 1, 1]. The same map as :func:`step_operator`, without N x N.
+    """
+    sigma = sigma if torch.is_tensor(sigma) else torch.tensor(sigma, dtype=torch.float64)
+    scale = (lr * sigma / n_units).reshape(-1).expand(len(qs))  # [R], c_r
+    crows, cols, weights, diags, nnz = [], [], [], [], 0
+    for r, (crow, col, q) in enumerate(qs):
+        rows = torch.repeat_interleave(torch.arange(n_units, device=col.device), crow.diff())  # [E]
+        degree = torch.zeros(n_units, dtype=q.dtype, device=q.device).index_add_(0, rows, q)  # [N]
+        c = scale[r].to(q.dtype)
+        diags.append((1.0 - lr * weight_decay) - c * degree)
+        crows.append(crow[:-1] + nnz)
+        cols.append(col + r * n_units)
+        weights.append(c * q)
+        nnz += int(crow[-1])
+    crows.append(torch.tensor([nnz], dtype=crows[0].dtype, device=crows[0].device))
+    return SparseOperator(torch.cat(diags), torch.cat(crows), torch.cat(cols), torch.cat(weights))
+
+
+def sparse_step(op: SparseOperator, theta: torch.Tensor, grad: torch.Tensor, *, lr: float,
+                w: torch.Tensor | None = None) -> torch.Tensor:
+    """diag * theta + W theta - lr * grad: Eq. 2 in sparse form. theta, grad [R, N, P];
+    w: op.matrix(), when the caller built it once."""
+    flat, g = theta.reshape(-1, theta.shape[-1]), grad.reshape(-1, grad.shape[-1])  # [R*N, P]
+    pulled = torch.sparse.mm(op.matrix() if w is None else w, flat)  # [R*N, P]
+    return (op.diag.unsqueeze(1) * flat - lr * g + pulled).view_as(theta)

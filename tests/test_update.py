@@ -10,7 +10,7 @@ from decentral.data import partition
 from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import BatchIndexer
-from decentral import engine
+from decentral import engine, forms
 from decentral.update import apply_operator, diffusion, euler_step, mean_field_step, step_operator
 
 
@@ -142,7 +142,7 @@ def test_mean_field_coefficients_are_the_complete_graph_operator_entries_bitwise
         sigma = sigma_tensor(np.linspace(0.0, 400.0, 101), 101, "cpu")
         op = step_operator(torch.as_tensor(mean_field(n), dtype=torch.float32), sigma, lr=hyper.lr,
                            n_units=n, weight_decay=hyper.weight_decay)
-        alpha, c = engine.mean_field_coefficients(Coupling.complete(n), sigma, hyper)
+        alpha, c = forms.mean_field_coefficients(Coupling.complete(n), sigma, hyper.lr, hyper.weight_decay)
         expected_alpha, expected_c = _mean_field_form(op)
         assert torch.equal(alpha, expected_alpha) and torch.equal(c, expected_c), n
 
@@ -150,11 +150,11 @@ def test_mean_field_coefficients_are_the_complete_graph_operator_entries_bitwise
 def test_mean_field_coefficients_only_for_the_complete_graph():
     sigma, hyper = sigma_tensor([2.0, 40.0], 2, "cpu"), Hyper()
     ring = np.roll(np.eye(6), 1, axis=1) + np.roll(np.eye(6), -1, axis=1)
-    assert engine.mean_field_coefficients(Coupling.from_matrix(ring), sigma, hyper) is None
-    assert engine.mean_field_coefficients(Coupling.from_matrix(2 * mean_field(6)), sigma, hyper) is None
+    assert forms.mean_field_coefficients(Coupling.from_matrix(ring), sigma, hyper.lr, hyper.weight_decay) is None
+    assert forms.mean_field_coefficients(Coupling.from_matrix(2 * mean_field(6)), sigma, hyper.lr, hyper.weight_decay) is None
     assert Coupling.from_matrix(mean_field(6)).kind == "complete"  # a complete-graph file keeps the form
     mixed = [Coupling.complete(6), Coupling.from_matrix(ring)]
-    assert engine.mean_field_coefficients(mixed, sigma, hyper) is None
+    assert forms.mean_field_coefficients(mixed, sigma, hyper.lr, hyper.weight_decay) is None
 
 
 def test_mean_field_step_equals_the_operator_form():
@@ -163,7 +163,7 @@ def test_mean_field_step_equals_the_operator_form():
     op = step_operator(torch.as_tensor(mean_field(5), dtype=torch.float32), torch.tensor([3.0, 80.0]).view(2, 1, 1),
                        lr=0.01, n_units=5, weight_decay=1e-3)
     hyper, sigma = Hyper(lr=0.01, weight_decay=1e-3), torch.tensor([3.0, 80.0]).view(2, 1, 1)
-    got = mean_field_step(theta, grad, *engine.mean_field_coefficients(Coupling.complete(5), sigma, hyper), lr=0.01)
+    got = mean_field_step(theta, grad, *forms.mean_field_coefficients(Coupling.complete(5), sigma, hyper.lr, hyper.weight_decay), lr=0.01)
     assert torch.allclose(got, apply_operator(op, theta, grad, lr=0.01), atol=1e-6)
 
 
@@ -185,7 +185,7 @@ def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, mon
         return run_steps(step_fn, init_state(arch, seeds, 4), 10).theta
 
     fused = run()
-    monkeypatch.setattr(engine, "mean_field_coefficients", lambda *args: None)
+    monkeypatch.setattr(engine, "fused_step_fn", lambda *args: None)  # the dense GEMM path
     assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
 
 

@@ -48,8 +48,7 @@ class Coupling:
         """The complete graph (mean field) on n_units units."""
         if n_units < 1:
             raise UserInputError(f"number of units must be >= 1, got {n_units}")
-        lam = spectrum.lambda_max(mean_field(n_units)) if n_units <= spectrum.DENSE_SPECTRUM_MAX else float(n_units)
-        return cls(COMPLETE, n_units, None, lam, **provenance)
+        return cls(COMPLETE, n_units, None, float(n_units), **provenance)  # lambda_max = N exactly
 
     @classmethod
     def from_matrix(cls, q, **provenance) -> "Coupling":
@@ -76,6 +75,12 @@ class Coupling:
         if self.kind == COMPLETE:
             return mean_field(self.n_units)
         return self.q.toarray() if sp.issparse(self.q) else self.q
+
+    def csr(self) -> sp.csr_array:
+        """Q as a CSR array [N, N] (the complete graph materialized: N*(N-1) entries)."""
+        if self.kind == SPARSE:
+            return self.q
+        return sp.csr_array(self.dense())
 
     def matrix(self):
         """Q as a matrix in its stored form (CSR or numpy); the complete graph materialized."""

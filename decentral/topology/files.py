@@ -180,8 +180,17 @@ def _lattice(n: int, periodic: bool = False, **_) -> nx.Graph:
     return nx.convert_node_labels_to_integers(grid, ordering="sorted")
 
 
+FAST_GNP_NODES = 2000  # above this, G(N, p) comes from networkx's O(N + edges) sampler (other draws)
+
+
+def _gnp(n: int, seed, degree: float, directed: bool) -> nx.Graph:
+    p = min(1.0, degree / max(n - 1, 1))
+    sampler = nx.fast_gnp_random_graph if n > FAST_GNP_NODES else nx.gnp_random_graph  # O(N^2) pairs
+    return sampler(n, p, seed=seed, directed=directed)
+
+
 def _erdos_renyi(n: int, seed=None, degree: float = 4, **_) -> nx.Graph:
-    return nx.gnp_random_graph(n, min(1.0, degree / max(n - 1, 1)), seed=seed)
+    return _gnp(n, seed, degree, directed=False)
 
 
 def _small_world(n: int, seed=None, degree: float = 4, rewire: float = 0.1, **_) -> nx.Graph:
@@ -193,7 +202,7 @@ def _scale_free(n: int, seed=None, degree: float = 4, **_) -> nx.Graph:
 
 
 def _directed(n: int, seed=None, degree: float = 4, **_) -> nx.DiGraph:
-    return nx.gnp_random_graph(n, min(1.0, degree / max(n - 1, 1)), seed=seed, directed=True)
+    return _gnp(n, seed, degree, directed=True)
 
 
 KINDS = {

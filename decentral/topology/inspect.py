@@ -109,6 +109,10 @@ def inspect_file(path: str | Path, lr: float = DEFAULT_LR, n_units: int | None =
     return info
 
 
+def _known(value) -> bool:
+    return value is not None and value == value  # None in JSON, NaN in Python: not computed
+
+
 def format_report(info: dict) -> str:
     """Human-readable lines for an :func:`inspect_file` / :func:`describe` dict."""
     rows = []
@@ -132,10 +136,11 @@ def format_report(info: dict) -> str:
         ("components", comps),
         ("degree", degree),
         ("lambda_max", f"{info['lambda_max']:.6g}  (largest Laplacian eigenvalue modulus)"),
-        ("spectral gap", f"{info['spectral_gap']:.6g}"),
+        ("spectral gap", f"{info['spectral_gap']:.6g}" if _known(info["spectral_gap"])
+         else "not computed (directed graph above the dense-spectrum size)"),
         ("sigma_max", f"{info['sigma_max_stable']:.6g}  (lr*sigma*lambda_max/N < 2 at lr={info['lr']:g})"),
     ]
-    if info["sigma_max_euler"] < info["sigma_max_stable"] * (1 - 1e-9):
+    if _known(info["sigma_max_euler"]) and info["sigma_max_euler"] < info["sigma_max_stable"] * (1 - 1e-9):
         exact = f"{info['sigma_max_euler']:.6g}  (exact bound, complex spectrum)"
         rows.append(("sigma_max_euler", exact))
     return "\n".join(f"{key:<16}{value}" for key, value in rows)

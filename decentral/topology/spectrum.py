@@ -4,7 +4,8 @@ The coupled step is stable only while lr * sigma * lambda_max(L) / N < 2, with L
 - Q and lambda_max its largest eigenvalue modulus. Up to ``DENSE_SPECTRUM_MAX`` units the whole
 spectrum comes from a dense eigendecomposition (exact, as before); above it nothing N x N is
 built: Q stays a scipy.sparse CSR array and lambda_max comes from ARPACK (``eigsh`` on an
-undirected Q, ``eigs`` on a directed one), the spectral gap from ``eigsh`` in shift-invert mode.
+undirected Q, ``eigs`` on a directed one; relative accuracy ``ARPACK_TOL``), the spectral gap
+from ``eigsh`` in shift-invert mode (a sparse LU of L; not computed for large directed graphs).
 Where ARPACK does not converge, lambda_max falls back to the Gershgorin bound 2 * max_i sum_j q_ij
 (an upper bound, so the stability check stays on the safe side).
 """
@@ -18,6 +19,7 @@ import scipy.sparse.linalg as spla
 from .matrix import laplacian
 
 DENSE_SPECTRUM_MAX = 500  # units up to which spectra come from a dense eigendecomposition
+ARPACK_TOL = 1e-4  # relative accuracy of ARPACK's lambda_max (tighter costs minutes on a 10^4 ring)
 
 
 def _as_q(q):
@@ -62,9 +64,9 @@ def lambda_max(q) -> float:
     lap = sp.csr_array(laplacian(sp.csr_array(q)), dtype=float)
     try:
         if _is_symmetric(q):
-            value = spla.eigsh(lap, k=1, which="LA", return_eigenvectors=False, tol=1e-10)
+            value = spla.eigsh(lap, k=1, which="LA", return_eigenvectors=False, tol=ARPACK_TOL)
         else:
-            value = spla.eigs(lap, k=1, which="LM", return_eigenvectors=False, tol=1e-10, maxiter=20000)
+            value = spla.eigs(lap, k=1, which="LM", return_eigenvectors=False, tol=ARPACK_TOL)
         return float(np.max(np.abs(value)))
     except (spla.ArpackNoConvergence, spla.ArpackError):
         return gershgorin_bound(q)
@@ -81,9 +83,12 @@ def spectral_gap(q) -> float:
         return float(np.sort(np.real(laplacian_spectrum(q)))[1])
     if not _is_symmetric(q):
         return float("nan")
-    lap = sp.csc_array(laplacian(sp.csr_array(q)), dtype=float)
-    try:  # shift-invert just below 0: L + eps I is positive definite
-        values = spla.eigsh(lap, k=2, sigma=-1e-6, which="LM", return_eigenvectors=False)
+    lap = sp.csc_matrix(laplacian(sp.csr_array(q)), dtype=float)
+    shift = 1e-6  # shift-invert just below 0: L + shift I is positive definite
+    try:  # minimum-degree ordering: ~10x less fill-in than the default on scale-free graphs
+        lu = spla.splu(lap + shift * sp.identity(n, format="csc"), permc_spec="MMD_AT_PLUS_A")
+        solve = spla.LinearOperator(lap.shape, matvec=lu.solve, dtype=float)
+        values = spla.eigsh(lap, k=2, sigma=-shift, which="LM", OPinv=solve, return_eigenvectors=False)
         return float(np.sort(values)[1])
     except (spla.ArpackNoConvergence, spla.ArpackError, RuntimeError):
         return float("nan")
