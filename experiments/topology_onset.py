@@ -51,7 +51,8 @@ from decentral.engine import Hyper, sigma_tensor
 from decentral.ensemble import init_ensemble, make_ensemble_step_fn
 from decentral.errors import UserInputError
 from decentral.observables import finite_replicas
-from decentral.run import observe, prepare
+from decentral.evaluation import FullEvaluator
+from decentral.run import prepare
 from decentral.runner import Phases, run_phases
 from decentral.theory import TheoryConfig, run_theory
 
@@ -216,6 +217,7 @@ def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "
 def measure(arch, state, step_fn, test, phases: Phases, log=print):
     """Transient + measured phases; per-replica time averages of <A> and <L>, diverged flags."""
     holder = {"state": state, "t0": time.perf_counter()}
+    evaluator = FullEvaluator(arch, test)  # the whole test set at every evaluation
 
     def advance(n: int) -> None:
         with torch.no_grad():
@@ -227,7 +229,7 @@ def measure(arch, state, step_fn, test, phases: Phases, log=print):
                 f"({time.perf_counter() - holder['t0']:.0f} s)")
 
     def evaluate():
-        return observe(arch, holder["state"].theta, test)
+        return evaluator(holder["state"].theta)
 
     meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
                       phases)
