@@ -8,8 +8,10 @@ raises :class:`UserInputError`, which `main` prints as one line before exiting w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -23,7 +25,41 @@ class _Parser(argparse.ArgumentParser):
         raise UserInputError(message)
 
 
+_STDOUT_FD: dict = {}  # with --json: the real stdout's saved descriptor, while fd 1 goes to stderr
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool):
+    """With --json, stdout carries exactly one JSON object: until it is printed, anything
+    written to descriptor 1 (Ray's log lines from its C++ core and Python threads included)
+    goes to stderr."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no real descriptor 1: nothing to guard
+        yield
+        return
+    _STDOUT_FD["saved"] = saved
+    try:
+        yield
+    finally:
+        _restore_stdout()
+
+
+def _restore_stdout() -> None:
+    saved = _STDOUT_FD.pop("saved", None)
+    if saved is not None:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _print_json(obj) -> None:
+    _restore_stdout()
     print(json.dumps(obj, indent=None, default=_json_default))
 
 
@@ -69,7 +105,7 @@ def _cmd_run(args) -> int:
     else:
         summary = execute(_config_from_args(RunConfig, args))
     if args.json:
-        print(json.dumps(json_safe(summary)))
+        _print_json(json_safe(summary))
     else:
         _print_run_summary(summary)
     return 0
@@ -400,7 +436,7 @@ def _handle(args) -> int:
     has it, else all available cores (run, sweep and theory narrow it further themselves)."""
     from .threads import limited, per_worker
 
-    with limited(per_worker(getattr(args, "threads", None))):
+    with limited(per_worker(getattr(args, "threads", None))), _stdout_to_stderr(bool(getattr(args, "json", False))):
         return int(args.handler(args) or 0)
 
 

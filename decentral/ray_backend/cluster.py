@@ -1,11 +1,17 @@
 """Connecting to Ray, checking the cluster can host the run, and placing actors.
 
-Local Ray (no --address) binds a loopback address only (127.0.0.2 unless
-$DECENTRAL_RAY_NODE_IP says otherwise): Ray rewrites 127.0.0.1 to the machine's external
-address, and a local run has no reason to listen beyond the machine. `--address auto` joins
-the cluster started on this machine by `ray start`; host:port joins a remote one, and
+Local Ray (no --address) listens on loopback only: every Ray server (gcs_server, raylet, the
+driver's and the actors' core workers, the dashboard agent, the runtime-env agent) binds
+127.0.0.1, and the dashboard is off. Ray binds loopback only when its node address is
+127.0.0.1 *and* multi-node clusters are disabled (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the
+switch Ray reads for that); otherwise it rewrites 127.0.0.1 to the machine's external address
+and binds the wildcard address. A local run sets both for its Ray session (its child
+processes inherit the switch) and restores them afterwards. $DECENTRAL_RAY_NODE_IP picks
+another node address (then Ray's servers bind every interface). `--address auto` joins the
+cluster started on this machine by `ray start`; host:port joins a remote one, and
 ray://host:port goes through the Ray client (both checked by a TCP connect first, so an
-unreachable address fails in seconds instead of hanging).
+unreachable address fails in seconds instead of hanging). See docs/ray.md for what a cluster
+run binds.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import socket
 from ..errors import UserInputError
 
 LOCAL_IP_ENV = "DECENTRAL_RAY_NODE_IP"
-LOCAL_IP = "127.0.0.2"
+LOCAL_IP = "127.0.0.1"
+CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps 127.0.0.1 (binds loopback)
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -70,6 +77,27 @@ def init_kwargs(address: str | None) -> dict:
 
 
 @contextlib.contextmanager
+def _loopback_only(enabled: bool):
+    """Ray's switch that keeps 127.0.0.1 as the node address (servers bound to loopback), set
+    in the environment (for Ray's child processes) and in the imported constant, then restored."""
+    if not enabled:
+        yield
+        return
+    import ray._private.ray_constants as ray_constants
+
+    old_env, old_flag = os.environ.get(CLUSTER_SWITCH_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTER_SWITCH_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(CLUSTER_SWITCH_ENV, None)
+        else:
+            os.environ[CLUSTER_SWITCH_ENV] = old_env
+
+
+@contextlib.contextmanager
 def connected(address: str | None):
     """Ray connected for the duration; shut down afterwards only if we started it here."""
     import ray
@@ -77,8 +105,14 @@ def connected(address: str | None):
     if ray.is_initialized():
         yield ray
         return
+    kwargs = init_kwargs(address)
+    with _loopback_only(address is None and kwargs.get("_node_ip_address") == LOCAL_IP):
+        yield from _session(ray, kwargs, address)
+
+
+def _session(ray, kwargs: dict, address: str | None):
     try:
-        ray.init(**init_kwargs(address))
+        ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"cannot connect to Ray at {address or 'local'}: {first}") from None
