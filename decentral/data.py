@@ -99,8 +99,15 @@ def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
 
 
 def assign_by_class(labels: np.ndarray, n_units: int) -> list[np.ndarray]:
-    """Unit u owns class u mod C; units sharing a class split its samples evenly (disjoint)."""
+    """Unit u owns class u mod C; units sharing a class split its samples evenly (disjoint).
+
+    N <= C (unit k owns class k, the paper's N = 10) or N a multiple of C (each class split among
+    N/C units); any other N would give classes unequal numbers of owners: a UserInputError."""
     n_classes = int(labels.max()) + 1
+    if n_units > n_classes and n_units % n_classes:
+        raise UserInputError(f"partition class needs at most {n_classes} units or a multiple of {n_classes} "
+                             f"(each class split evenly among N/{n_classes} units), got {n_units}; "
+                             "use k-classes or dirichlet")
     owners = [[u for u in range(n_units) if u % n_classes == c] for c in range(n_classes)]
     return _split_classes(labels, owners, np.full(n_units, 1.0), rng=None)
 
@@ -149,7 +156,8 @@ def make_shards(train: Split, assignment: list[np.ndarray]) -> Shards:
     """Reorder the training split so each unit's private samples are contiguous."""
     empty = [u for u, idx in enumerate(assignment) if len(idx) == 0]
     if empty:
-        raise UserInputError(f"partition leaves units {empty} without data; use fewer units")
+        shown = ", ".join(map(str, empty[:8])) + (f", ... ({len(empty)} in all)" if len(empty) > 8 else "")
+        raise UserInputError(f"partition leaves units {shown} without data; use fewer units")
     order = torch.from_numpy(np.concatenate(assignment).astype(np.int64))
     sizes = np.array([len(idx) for idx in assignment])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -159,8 +167,12 @@ def make_shards(train: Split, assignment: list[np.ndarray]) -> Shards:
 
 
 def partition(train: Split, n_units: int, scheme: str, seed: int, k: int = 1, alpha: float = 0.5):
-    """Shards for `scheme` "class" (one class per unit), "k-classes" or "dirichlet"."""
+    """Shards for `scheme` "class" (one class per unit; N <= C or a multiple of C), "k-classes" or
+    "dirichlet". Impossible requests (more units than samples, a unit without data) are
+    UserInputErrors."""
     labels = train.y.numpy()
+    if n_units > len(labels):
+        raise UserInputError(f"{n_units} units but only {len(labels)} training samples: every unit needs data")
     if scheme == "class":
         assignment = assign_by_class(labels, n_units)
     elif scheme == "k-classes":

@@ -52,8 +52,33 @@ def test_bad_partitions_rejected():
         partition(_labels(), 5, "k-classes", seed=0, k=11)
     with pytest.raises(UserInputError, match="unknown partition"):
         partition(_labels(), 5, "bogus", seed=0)
-    with pytest.raises(UserInputError, match="without data"):
+    with pytest.raises(UserInputError, match="500 units but only 292 training samples"):
         partition(_labels(), 500, "class", seed=0)
+    with pytest.raises(UserInputError, match="partition class needs at most 10 units or a multiple of 10"):
+        partition(_labels(), 15, "class", seed=0)
+    with pytest.raises(UserInputError, match="without data"):  # 280 units, 1 random class each: some class too small
+        partition(_labels(), 280, "k-classes", seed=0, k=1)
+
+
+@pytest.mark.parametrize("n_units", [30, 100])
+def test_class_partition_splits_each_class_evenly_among_n_over_c_units(n_units):
+    train = _labels(per_class=(300, 250, 400, 350, 200, 330, 270, 310, 290, 220))
+    shards = partition(train, n_units, "class", seed=0)
+    for c in range(10):
+        owners = [u for u in range(n_units) if u % 10 == c]
+        assert len(owners) == n_units // 10
+        assert all(shards.classes[u] == [c] for u in owners)
+        sizes = [shards.sizes[u] for u in owners]
+        assert sum(sizes) == int((train.y == c).sum()) and max(sizes) - min(sizes) <= 1
+
+
+def test_impossible_partition_is_one_line_exit_2(mnist_root, capsys):
+    from decentral.cli import main
+
+    code = main(["run", "--data-root", mnist_root, "--units", "15", "--partition", "class", "--steps", "1",
+                 "--transient", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "partition class needs" in err[0]
 
 
 def test_batches_are_a_pure_function_of_seed_unit_step():
