@@ -399,8 +399,11 @@ def _add_plot(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out DIR")
     p.add_argument("--theory", action="store_true", help="overlay the effective theory's curves")
     p.add_argument("--heatmap-depth", type=int, default=1, help="depth of the A_x panels (default 1)")
-    p.add_argument("--heatmap-sigmas", metavar="S0,S1,S2", default="0,3,30",
-                   help="couplings of the A_x panels, nearest sweep values (default 0,3,30 as Fig. 3e-g)")
+    p.add_argument("--heatmap-sigma-over-n", metavar="S0,S1,S2", default="0,3,30",
+                   help="sigma/N of the A_x panels, nearest sweep values (default 0,3,30: Fig. 3e-g's "
+                   "values, read as sigma/N like the figure's axis)")
+    p.add_argument("--heatmap-sigmas", metavar="S0,S1,S2", default=None,
+                   help="the A_x panels at Eq. 2's sigma instead (nearest sweep values)")
     p.set_defaults(handler=_cmd_plot)
 
 
@@ -408,9 +411,10 @@ def _cmd_plot(args) -> int:
     from .grids import parse_list
     from .plots import plot_sweep
 
-    sigmas = parse_list(args.heatmap_sigmas, float, "--heatmap-sigmas")
+    sigmas = None if args.heatmap_sigmas is None else parse_list(args.heatmap_sigmas, float, "--heatmap-sigmas")
+    over_n = parse_list(args.heatmap_sigma_over_n, float, "--heatmap-sigma-over-n")
     paths = plot_sweep(args.sweep_dir, args.out, theory=args.theory, heatmap_depth=args.heatmap_depth,
-                       heatmap_sigmas=sigmas, overwrite=args.overwrite)
+                       heatmap_sigmas=sigmas, overwrite=args.overwrite, heatmap_sigma_over_n=over_n)
     for path in paths:
         print(path)
     return 0

@@ -3,8 +3,10 @@
 a-c: <m>, <L>, <A> against sigma/N (log axis), mean over seeds with a one-std band per depth,
 adiabatic runs dashed; d: S_x entries against the rank-one fit of S_x(D=0) with R^2;
 e-g: run-averaged A_x at three couplings, rows and columns ordered from lowest to highest
-cumulative cross-accuracy (column sums of S_x), origin at the bottom (as Fig. 3). `--theory` overlays the effective theory (Fig. 2)
-on a right-hand axis, sigma-hat on the same axis as sigma/N (a qualitative comparison).
+cumulative cross-accuracy (column sums of S_x), origin at the bottom (as Fig. 3), at the
+paper's panel couplings read as sigma/N = 0, 3, 30. `--theory` overlays the effective theory
+(Fig. 2) on a right-hand axis, sigma-hat drawn at sigma/N = sigma-hat (a qualitative
+comparison, stated on the figure), its curves in the legend.
 """
 
 from __future__ import annotations
@@ -60,21 +62,34 @@ def plot_curve(frame, column: str, label: str, path: Path, theory=None, theory_c
     ax.set_xscale("log")
     ax.set_xlabel(r"$\sigma / N$")
     ax.set_ylabel(label)
-    if theory is not None:
-        _overlay_theory(ax, theory, theory_column, theory_label, colors)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
-    else:
+    if not ax.get_legend_handles_labels()[0]:
         ax.text(0.5, 0.5, "every point diverged", ha="center", va="center", transform=ax.transAxes)
+    elif theory is not None:
+        _overlay_theory(ax, theory, theory_column, theory_label, colors)
+    else:
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
+THEORY_MAPPING = r"theory (thin lines, right axis): $\hat\sigma$ drawn at $\sigma/N = \hat\sigma$ (qualitative, no fit)"
+
+
 def _overlay_theory(ax, theory, column: str, label: str, colors) -> None:
+    """Theory curves vs sigma-hat on a right-hand axis sharing the sigma/N axis, in the legend,
+    with the sigma-hat <-> sigma/N mapping written on the figure."""
     twin = ax.twinx()
     for (depth, protocol), sub in theory.groupby(["depth", "protocol"]):
-        twin.plot(sub["sigma"], sub[column], ":" if protocol == "adiabatic" else "-", lw=1,
-                  color=colors.get(depth, "gray"), alpha=0.6)
-    twin.set_ylabel(label + r" (thin, vs $\hat\sigma$)", fontsize=7)
+        twin.plot(sub["sigma"], sub[column], ":" if protocol == "adiabatic" else "-", lw=1.2,
+                  color=colors.get(depth, "gray"), alpha=0.7,
+                  label=f"theory D={depth}" + (" adiabatic" if protocol == "adiabatic" else ""))
+    twin.set_ylabel(label, fontsize=7)
+    ax.set_title(THEORY_MAPPING, fontsize=6)
+    handles, labels = ax.get_legend_handles_labels()
+    experiment = twin.legend(handles, labels, fontsize=6, loc="upper left", title="experiment",
+                             title_fontsize=6)
+    twin.add_artist(experiment)  # two legends on the top axis, so that no curve hides them
+    twin.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.16, 1.0), title="theory", title_fontsize=6)
+    ax.figure.set_size_inches(6.8, 3.8)
 
 
 def plot_rank_one(frame, cross: np.ndarray, path: Path, protocol: str = "non-adiabatic") -> Path | None:
@@ -105,20 +120,28 @@ def plot_rank_one(frame, cross: np.ndarray, path: Path, protocol: str = "non-adi
     return _save(fig, path)
 
 
-def plot_cross_accuracy(frame, cross: np.ndarray, path: Path, depth: int, sigmas) -> Path | None:
-    """Fig. 3 e-g: run-averaged A_x at the sweep values nearest `sigmas`, common ordering."""
+def nearest_couplings(sigmas: np.ndarray, units: float, sigmas_over_n) -> list[int]:
+    """Indices into the sweep's sigma values [S] whose sigma/N is nearest each wanted sigma/N."""
+    return [int(np.argmin(np.abs(np.asarray(sigmas) / units - s))) for s in sigmas_over_n]
+
+
+def plot_cross_accuracy(frame, cross: np.ndarray, path: Path, depth: int, sigmas_over_n) -> Path | None:
+    """Fig. 3 e-g: run-averaged A_x at the sweep couplings whose sigma/N is nearest
+    `sigmas_over_n` (the paper's panel values are sigma/N, see PANEL_SIGMA_OVER_N), one ordering."""
     mask = ((frame["depth"] == depth) & (frame["protocol"] == "non-adiabatic")).to_numpy()
     if not mask.any():
         return None
-    grid, a_x = mean_cross_accuracy(frame, cross, mask)  # [S], [S, N, C]
-    picks = [int(np.argmin(np.abs(grid - s))) for s in sigmas]
+    grid, a_x = mean_cross_accuracy(frame, cross, mask)  # [S] sigma, [S, N, C]
+    units = float(frame["units"].iloc[0])
+    picks = nearest_couplings(grid, units, sigmas_over_n)
     cols, rows = _orders(a_x)
-    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.6))
-    for ax, pick, tag in zip(np.atleast_1d(axes), picks, "efg"):
+    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.8))
+    for ax, pick, asked, tag in zip(np.atleast_1d(axes), picks, sigmas_over_n, "efg"):
         image = ax.imshow(a_x[pick][np.ix_(rows, cols)], origin="lower", cmap="viridis", vmin=0, vmax=1)
         ax.set_xticks(range(len(cols)), cols), ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("class evaluated"), ax.set_ylabel("unit (its class)")
-        ax.set_title(f"{tag}: D={depth}, $\\sigma$={grid[pick]:.3g}", fontsize=9)
+        ax.set_title(f"{tag}: D={depth}, $\\sigma/N$={grid[pick] / units:.3g} ($\\sigma$={grid[pick]:.3g})\n"
+                     f"nearest to $\\sigma/N$={asked:g}", fontsize=9)
     fig.colorbar(image, ax=np.atleast_1d(axes).tolist(), shrink=0.8, label="cross-accuracy")
     return _save(fig, path, tight=False)
 
@@ -149,9 +172,19 @@ def theory_curves(depths, realizations: int = 20):
     return run_theory(TheoryConfig(depths=tuple(int(d) for d in depths), realizations=realizations))
 
 
+# Fig. 3 e-g's couplings "sigma = 0, 3, 30", read as sigma/N (the figure's x axis): at Eq. 2's
+# sigma = 3 (sigma/N = 0.3) D = 1 is still in the local phase, not the "collective learning
+# phase ... above the critical point" the caption and text give for panel f (experiments/README.md).
+PANEL_SIGMA_OVER_N = (0.0, 3.0, 30.0)
+
+
 def plot_sweep(sweep_dir, out=None, theory: bool = False, heatmap_depth: int = 1,
-               heatmap_sigmas=(0.0, 3.0, 30.0), overwrite: bool = False) -> list[Path]:
+               heatmap_sigmas=None, overwrite: bool = False,
+               heatmap_sigma_over_n=PANEL_SIGMA_OVER_N) -> list[Path]:
     """All Fig. 3 panels of a sweep directory; returns the PNG paths written.
+
+    A_x panels at the couplings nearest heatmap_sigma_over_n (sigma/N), or nearest Eq. 2's
+    heatmap_sigmas when given.
 
     The figures directory is written whole (storage.atomic_dir); the default DIR/figures is
     replaced on every call, an explicit `out` only with `overwrite`.
@@ -172,5 +205,7 @@ def plot_sweep(sweep_dir, out=None, theory: bool = False, heatmap_depth: int = 1
                  for col, label, tag, tcol, tlabel in CURVES]
         paths.append(plot_rank_one(frame, cross, tmp / "fig3d_rank_one.png"))
         depth = heatmap_depth if heatmap_depth in set(frame["depth"]) else int(frame["depth"].min())
-        paths.append(plot_cross_accuracy(frame, cross, tmp / "fig3efg_cross_accuracy.png", depth, heatmap_sigmas))
+        units = float(frame["units"].iloc[0])
+        panels = heatmap_sigma_over_n if heatmap_sigmas is None else [s / units for s in heatmap_sigmas]
+        paths.append(plot_cross_accuracy(frame, cross, tmp / "fig3efg_cross_accuracy.png", depth, panels))
     return [out / p.name for p in paths if p is not None]
