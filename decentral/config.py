@@ -66,7 +66,8 @@ class RunConfig:
                                      "on local Ray, enough that all actors fit the machine's CPUs)")
     gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
     staleness: int = _f(0, "async gossip: neighbours' snapshots may lag this many steps (0: sync)")
-    checkpoint_every: int = _f(0, "Ray actors checkpoint every K steps (0: a restart replays from step 0)")
+    checkpoint_every: int = _f(0, "checkpoint every K steps: into --out DIR (for --resume DIR), and Ray "
+                               "actors in memory (0: none; a Ray restart replays from step 0)")
     actor_cpus: float | None = _f(None, "CPUs each Ray actor requests, fractions share a core (default: "
                                   "1; on local Ray with --units-per-actor, what fits the machine)")
 
