@@ -64,3 +64,13 @@ def test_huge_flag_integers(capsys):
 ])
 def test_topology_generate_refuses_bad_sizes(capsys, args, pattern):
     assert_one_line_error(["topology", "generate", *args], capsys, pattern)
+
+
+def test_theory_cost_growing_with_sigma_is_refused_or_warned(capsys):
+    from decentral.theory import TheoryConfig
+    from decentral.theory.protocols import check_cost
+
+    base = ["theory", "--depth", "0", "--realizations", "2", "--units", "3", "--workers", "1"]
+    assert_one_line_error([*base, "--sigma", "1e9"], capsys, "RK45 steps.*lower --sigma or --t-end")
+    with pytest.warns(RuntimeWarning, match="RK45 steps"):  # warned before the time is spent
+        check_cost(TheoryConfig(depths=(0,), sigmas=[1e5], realizations=2, n_units=3))

@@ -55,3 +55,24 @@ def _damaged_copy(sweeps, tmp_path, relative: str, data: bytes | None) -> str:
 def test_damaged_sweep_dir_is_one_line_naming_the_file(sweeps, tmp_path, capsys, relative, data):
     name = _damaged_copy(sweeps, tmp_path, relative, data)
     assert_one_line_error(["plot", tmp_path / "copy"], capsys, name.replace("/", ".").split("*")[0])
+
+
+def test_resume_with_a_truncated_chain_checkpoint_is_one_line(tmp_path, synthetic_data, capsys):
+    from decentral.errors import UserInputError
+
+    root = _sweep(tmp_path, synthetic_data, "chain", protocol="adiabatic", sigma="0.5,1,2")
+    state = next((root / "state").glob("*.pt"))
+    state.write_bytes(state.read_bytes()[:100])
+    last = sorted((root / "points").glob("*.json"))[-1]
+    last.unlink()
+    with pytest.raises(UserInputError, match=f"chain checkpoint .*{state.name}.* damaged"):
+        _sweep(tmp_path, synthetic_data, "chain", protocol="adiabatic", sigma="0.5,1,2", resume=True)
+
+
+def test_all_diverged_sweep_leaks_no_numpy_warning(tmp_path, synthetic_data):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _sweep(tmp_path, synthetic_data, "div", sigma="1e7")
+    assert not [w for w in caught if "empty slice" in str(w.message)]

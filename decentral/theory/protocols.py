@@ -11,6 +11,7 @@ drawn afresh per sigma; the adiabatic run starts from the non-adiabatic state of
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import threads
+from ..errors import UserInputError
 from .config import TheoryConfig
 from .model import EffectiveRHS, check_coupling, moments
 from .rk45 import integrate
@@ -189,10 +191,41 @@ def summarize(cfg: TheoryConfig, depth: int, protocol: str, obs: _Observed) -> p
     })[COLUMNS]
 
 
+RK45_STABLE_STEP = 3.3  # explicit RK45 (Dormand-Prince) is stable for h * rate up to ~3.3
+WARN_STEPS, REFUSE_STEPS = 2e5, 5e7  # batched RK45 steps: a minute or more; hours
+
+
+def estimated_steps(cfg: TheoryConfig) -> float:
+    """RK45 steps the batches will take, at least: coupling makes Eq. 4 stiff with rate
+    gamma + sigma lambda_max / N, so an explicit step is at most ~3.3 / rate and the steps per
+    sigma grow like sigma * t_end (lambda_max bounded by Gershgorin, 2 max_i sum_j q_ij)."""
+    if cfg.q is None:
+        lam = float(cfg.n_units)
+    else:
+        lam = 2.0 * float(np.max(np.asarray(abs(cfg.q).sum(axis=1)))) if cfg.n_units else 0.0
+    rates = cfg.gamma + np.asarray(cfg.sigmas, dtype=float) * lam / max(cfg.n_units, 1)
+    per_row = np.maximum(50.0, cfg.t_end * rates / RK45_STABLE_STEP)  # [S] steps per integration
+    chunks = -(-cfg.realizations // cfg.chunk_rows)
+    return float(per_row.sum()) * chunks * len(cfg.depths) * len(cfg.protocols)
+
+
+def check_cost(cfg: TheoryConfig) -> None:
+    """Refuse (one line) or warn before an integration whose step count grows without bound."""
+    steps = estimated_steps(cfg)
+    if steps <= WARN_STEPS:
+        return
+    what = (f"the theory at sigma up to {max(cfg.sigmas):g} (t_end {cfg.t_end:g}) takes about "
+            f"{steps:.2g} RK45 steps: explicit steps shrink like 1/sigma")
+    if steps > REFUSE_STEPS:
+        raise UserInputError(f"{what}; lower --sigma or --t-end")
+    warnings.warn(f"{what}; this may take a long time", RuntimeWarning, stacklevel=3)
+
+
 def run_theory(cfg: TheoryConfig | None = None) -> pd.DataFrame:
     """The Fig. 2 a-b table: one row per (depth, protocol, sigma), columns :data:`COLUMNS`."""
     cfg = cfg or TheoryConfig()
     cfg.q = check_coupling(cfg.q, cfg.n_units)
+    check_cost(cfg)
     keys = [(depth, protocol) for depth in cfg.depths for protocol in cfg.protocols]
     with _pool(cfg) as pool:
         # Adiabatic runs are sequential in sigma: queue them first so they start early.
