@@ -28,7 +28,7 @@ import torch
 from decentral import kernels
 from decentral.topology import Coupling, mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import SAMPLING, BatchIndexer
 
@@ -38,17 +38,17 @@ SIGMA = 30.0
 def engine_windows(arch, shards, batches: str, kernel_mode: str = "fused"):
     """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), on the
     fused CPU kernels ("fused") or on its PyTorch path ("torch"); the step is built under that
-    setting, since make_step_fn decides once."""
+    setting, since make_stepper decides once."""
     n = shards.n_units
     os.environ[kernels.KERNELS_ENV] = kernel_mode
-    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(n)),
+    stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(n)),
                            sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper(batches=batches))
-    state = [run_steps(step_fn, init_state(arch, [0], n), 50)]  # warm-up
+    state = [stepper.advance(init_state(arch, [0], n), 50)]  # warm-up
 
     def window(n_steps: int) -> float:
         os.environ[kernels.KERNELS_ENV] = kernel_mode
         start = time.perf_counter()
-        state[0] = run_steps(step_fn, state[0], n_steps)
+        state[0] = stepper.advance(state[0], n_steps)
         return n_steps / (time.perf_counter() - start)
 
     return window

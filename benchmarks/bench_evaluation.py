@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, run_steps, sigma_tensor
-from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+from decentral.engine import Hyper, sigma_tensor
+from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.evaluation import make_evaluator
-from decentral.grids import paper_grid
-from decentral.run import final_cross, prepare
-from decentral.sweep_config import load_sweep_config
+from decentral.sweep.grids import paper_grid
+from decentral.problem import final_cross_scores, prepare
+from decentral.sweep.config import load_sweep_config
 
 POINT_STEPS, EVALS = 40_000, 1_000  # 20,000 + 20,000 steps, evaluation every 20 measured steps
 
@@ -44,17 +44,17 @@ def depth_costs(data, depth: int, replicas: int, folds: int, steps: int, rounds:
     cfg = load_sweep_config({}, dict(out="unused", sigma=",".join(map(str, sigmas)), depth=str(depth)))
     problem = prepare(cfg.run_config(depth, 1.0, 0, None), data)
     state = {"s": init_ensemble(problem.arch, [0], replicas, cfg.units, cfg.init, "cpu")}
-    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
+    stepper = make_ensemble_stepper(problem.arch, problem.shards, problem.coupling,
                                     sigma_tensor(sigmas, replicas, "cpu"), [0], replicas, Hyper())
     full = make_evaluator(problem.arch, problem.test, "full", folds)
     rotating = make_evaluator(problem.arch, problem.test, "rotating", folds)
     times: dict[str, list[float]] = {"step": [], "full": [], "rotating": []}
     for _ in range(rounds):
-        times["step"].append(_timed(lambda: state.update(s=run_steps(step_fn, state["s"], steps))) / steps)
+        times["step"].append(_timed(lambda: state.update(s=stepper.advance(state["s"], steps))) / steps)
         times["full"].append(_timed(lambda: full(state["s"].theta)))
         times["rotating"].append(np.mean([_timed(lambda: rotating(state["s"].theta)) for _ in range(folds)]))
     out = {k: float(np.median(v)) / replicas for k, v in times.items()}
-    out["cross"] = _timed(lambda: final_cross(problem.arch, state["s"].theta, problem.test)) / replicas
+    out["cross"] = _timed(lambda: final_cross_scores(problem.arch, state["s"].theta, problem.test)) / replicas
     return out
 
 

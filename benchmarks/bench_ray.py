@@ -22,7 +22,8 @@ from decentral import topology
 from decentral.config import RunConfig
 from decentral.data import Split, make_shards
 from decentral.model import Architecture
-from decentral.run import Problem, prepare, run_local
+from decentral.problem import Problem, prepare
+from decentral.run import run_local
 
 N = 10
 

@@ -31,8 +31,8 @@ import torch
 from decentral.data import load_mnist, resolve_data_root
 from decentral.run import execute
 from decentral.sweep import run_sweep
-from decentral.grids import paper_grid
-from decentral.sweep_config import load_sweep_config
+from decentral.sweep.grids import paper_grid
+from decentral.sweep.config import load_sweep_config
 
 SIGMAS = ",".join(f"{s:g}" for s in np.logspace(-2, np.log10(300), 10))
 
@@ -70,19 +70,18 @@ def training_and_evaluation(data, depth: int, steps: int = 100, rounds: int = 5)
     ensemble (per point) against one engine step of a single point, timed in alternating
     windows (the host's speed drifts); and one evaluation on the full test set, which the
     two ways do alike (one wide GEMM per 32 units either way)."""
-    from decentral.engine import (Hyper, init_state, make_step_fn, run_steps,
-                                  sigma_tensor)
-    from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+    from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
+    from decentral.ensemble import init_ensemble, make_ensemble_stepper
     from decentral.observables import replica_observables
-    from decentral.run import prepare
+    from decentral.problem import prepare
 
     cfg = sweep_config("unused", sigma=SIGMAS, depth=str(depth))
     sigmas = cfg.sigmas()
     problem = prepare(cfg.run_config(depth, sigmas[-1], 0, None), data)
     n, arch, shards = len(sigmas), problem.arch, problem.shards
-    ensemble = make_ensemble_step_fn(arch, shards, problem.coupling,
+    ensemble = make_ensemble_stepper(arch, shards, problem.coupling,
                                      sigma_tensor(sigmas, n, "cpu"), [0], n, Hyper())
-    single = make_step_fn(arch, shards, problem.coupling,
+    single = make_stepper(arch, shards, problem.coupling,
                           sigma_tensor(sigmas[-1], 1, "cpu"), [0], Hyper())
     states = {"ensemble": init_ensemble(arch, [0], n, cfg.units, cfg.init, "cpu"),
               "single": init_state(arch, [0], cfg.units)}
@@ -91,7 +90,7 @@ def training_and_evaluation(data, depth: int, steps: int = 100, rounds: int = 5)
     for _ in range(rounds):
         for name, fn in fns.items():
             start = time.perf_counter()
-            states[name] = run_steps(fn, states[name], steps)
+            states[name] = fn.advance(states[name], steps)
             times[name].append((time.perf_counter() - start) / (steps * per[name]))
         times["evaluation"].append(_timed(lambda: replica_observables(arch, states["single"].theta, problem.test)))
     return {k: float(np.median(v)) for k, v in times.items()}
@@ -101,10 +100,10 @@ def paper_estimate(data, steps: int) -> float:
     """Seconds for experiments/fig3.toml, from a paper-sized group (50 couplings x 1 seed)
     per depth: time per training step, per evaluation and for the final A_x, scaled to
     20,000 + 20,000 steps with an evaluation every 20 measured steps."""
-    from decentral.engine import Hyper, run_steps, sigma_tensor
-    from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+    from decentral.engine import Hyper, sigma_tensor
+    from decentral.ensemble import init_ensemble, make_ensemble_stepper
     from decentral.observables import replica_observables
-    from decentral.run import final_cross, prepare
+    from decentral.problem import final_cross_scores, prepare
 
     grid, seeds, point_steps, evals = paper_grid(), 10, 40_000, 20_000 // 20
     total = 0.0
@@ -113,12 +112,12 @@ def paper_estimate(data, steps: int) -> float:
         problem = prepare(cfg.run_config(depth, 1.0, 0, None), data)
         n = len(grid)
         state = init_ensemble(problem.arch, [0], n, cfg.units, cfg.init, "cpu")
-        step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
+        stepper = make_ensemble_stepper(problem.arch, problem.shards, problem.coupling,
                                         sigma_tensor(grid, n, "cpu"), [0], n, Hyper())
-        windows = [_timed(lambda: run_steps(step_fn, state, steps)) for _ in range(3)]
+        windows = [_timed(lambda: stepper.advance(state, steps)) for _ in range(3)]
         step = float(np.median(windows)) / (steps * n)  # median of 3 windows: the host drifts
         evaluate = _timed(lambda: replica_observables(problem.arch, state.theta, problem.test)) / n
-        cross = _timed(lambda: final_cross(problem.arch, state.theta, problem.test)) / n
+        cross = _timed(lambda: final_cross_scores(problem.arch, state.theta, problem.test)) / n
         per_point = point_steps * step + evals * evaluate + cross
         points = n * seeds * (2 if depth == 2 else 1)  # D=2 also runs the adiabatic chains
         print(f"  D={depth}: {step * 1e3:.2f} ms per point-step, {evaluate * 1e3:.0f} ms per point "

@@ -98,7 +98,8 @@ def _config_from_args(cls, args, skip=("config", "json", "handler", "command", "
 
 def _cmd_run(args) -> int:
     from .config import RunConfig
-    from .run import execute, json_safe
+    from .run import execute
+    from .storage import json_safe
 
     if args.resume:
         summary = _resume_run(args)
@@ -358,7 +359,7 @@ def _write_graph_atomic(graph, path: str) -> None:
 
 def _add_sweep(sub) -> None:
     from .config import add_flags
-    from .sweep_config import RAY_ACTOR_FIELDS, RUN_ONLY_FIELDS, SweepConfig
+    from .sweep.config import RAY_ACTOR_FIELDS, RUN_ONLY_FIELDS, SweepConfig
 
     p = sub.add_parser("sweep", help="sweep sigma x depth x seed (Fig. 3)",
                        description="Sweep sigma x depth x seed (x topology) under the non-adiabatic "
@@ -374,7 +375,7 @@ def _add_sweep(sub) -> None:
 def _cmd_sweep(args) -> int:
     from .config import read_config_file
     from .sweep import run_sweep
-    from .sweep_config import load_sweep_config
+    from .sweep.config import load_sweep_config
 
     file_values = read_config_file(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "json", "handler", "command")}
@@ -408,8 +409,8 @@ def _add_plot(sub) -> None:
 
 
 def _cmd_plot(args) -> int:
-    from .grids import parse_list
-    from .plots import plot_sweep
+    from .sweep.grids import parse_list
+    from .sweep.plots import plot_sweep
 
     sigmas = None if args.heatmap_sigmas is None else parse_list(args.heatmap_sigmas, float, "--heatmap-sigmas")
     over_n = parse_list(args.heatmap_sigma_over_n, float, "--heatmap-sigma-over-n")

@@ -1,13 +1,12 @@
 """The vectorized local engine: R replicas x N units stacked, one coupled step for all.
 
-A jax-md style state contract: `init_state(...)` builds the state, `make_step_fn(...)`
-returns a `step_fn(state) -> state` closed over the data and the coupling. Replicas are
-independent ensembles (different seeds, sigma or Q) advanced together; a single run is R=1.
-The math is :func:`decentral.model.loss_and_grad` plus Eq. 2 in the form the run's
-:class:`~decentral.topology.Coupling` names: on the complete graph (kind "complete", the
-default) float32 CPU steps run both in one kernel pass per unit (`kernels.LocalGrad` with
-`update.mean_field_step`'s form); otherwise Eq. 2 is the linear map of
-:func:`decentral.update.step_operator` (the dense form of :func:`decentral.update.euler_step`).
+A jax-md style state contract: `init_state(...)` builds the state, `make_stepper(...)`
+returns a stepper closed over the data and the coupling, whose `step(state) -> state` takes one
+step and `advance(state, n) -> state` takes n. Replicas are independent ensembles (different
+seeds, sigma or Q) advanced together; a single run is R=1. Float32 CPU steps run the local
+gradient and Eq. 2 in one kernel pass per unit (`FusedKernel`); otherwise a `StepLoop` takes
+:func:`decentral.model.loss_and_grad` plus Eq. 2 in the form the run's
+:class:`~decentral.topology.Coupling` names (`decentral.forms`).
 """
 
 from __future__ import annotations
@@ -79,23 +78,69 @@ def batch_source(shards: Shards, seeds: Sequence[int], batch_size: int, scheme: 
     return batches
 
 
-def make_step_fn(
+class StepLoop:
+    """A pure `step_fn(state) -> state` taken n times (no autograd graph is ever built)."""
+
+    def __init__(self, step_fn: Callable[[EngineState], EngineState]):
+        self.step_fn = step_fn
+
+    def step(self, state: EngineState) -> EngineState:
+        return self.step_fn(state)
+
+    def advance(self, state: EngineState, n_steps: int) -> EngineState:
+        with torch.no_grad():
+            for _ in range(n_steps):
+                state = self.step_fn(state)
+        return state
+
+
+class FusedKernel:
+    """The gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit (float32 CPU). On the
+    complete graph each step updates one copy of the parameters in place (mean-field form); on any
+    other graph each unit's new row is written to a second buffer from its neighbours' rows at t
+    (sparse form) and the buffers swap. The hot loop touches numpy views only."""
+
+    def __init__(self, arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
+                 sigma: torch.Tensor, hyper: Hyper):
+        train = shards.train
+        form = kernel_coupling(coupling, sigma, hyper.lr, hyper.weight_decay)  # mean_field=... or sparse=...
+        self.kernel = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, **form)
+        self.indexer = unit_indexer(shards, seeds, hyper.batch_size, hyper.batches, "cpu")
+
+    def step(self, state: EngineState) -> EngineState:
+        return self.advance(state, 1)
+
+    def advance(self, state: EngineState, n_steps: int) -> EngineState:
+        """n_steps steps on fresh buffers (the caller's state is untouched)."""
+        current = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
+        following = current if self.kernel.in_place else torch.empty_like(current)  # the step's output
+        views = [t.numpy().reshape(-1, t.shape[-1]) for t in (current, following)]  # [R*N, P] each
+        for step in range(state.step, state.step + n_steps):
+            self.kernel.run_rows(views[0], views[1], self.indexer.host_indices(step))
+            current, following, views = following, current, views[::-1]  # swap (one buffer in place)
+        return EngineState(current, state.step + n_steps)
+
+
+Stepper = StepLoop | FusedKernel  # both: step(state) -> state, advance(state, n) -> state
+
+
+def make_stepper(
     arch: Architecture,
     shards: Shards,
     coupling: Couplings,
     sigma: torch.Tensor,
     seeds: Sequence[int],
     hyper: Hyper = Hyper(),
-) -> Callable[[EngineState], EngineState]:
-    """step_fn(state) -> state: one simultaneous explicit Euler step of Eq. 2 for all units.
+) -> Stepper:
+    """Simultaneous explicit Euler steps of Eq. 2 for all units: `step(state)` takes one,
+    `advance(state, n)` takes n.
 
     coupling: one Coupling for every replica or one per replica [R]; sigma [R, 1, 1]; shards on
     the engine's device; seeds [R]. Whether the fused CPU kernel runs (DECENTRAL_KERNELS, device,
     dtype) and Eq. 2's form (the coupling's kind, `decentral.forms`) are decided here, once.
     """
-    fused = fused_step_fn(arch, shards, seeds, coupling, sigma, hyper)  # gradient and Eq. 2 in one pass
-    if fused is not None:
-        return fused
+    if kernels.usable(shards.train.x):  # gradient and Eq. 2 in one pass
+        return FusedKernel(arch, shards, seeds, coupling, sigma, hyper)
     apply = step_apply(coupling, sigma, shards.n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
@@ -106,47 +151,4 @@ def make_step_fn(
         _, grad = loss_and_grad(arch, flat, inputs, y, with_loss=False)
         return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)  # [R, N, P]
 
-    return step_fn
-
-
-def fused_step_fn(arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
-                  sigma: torch.Tensor, hyper: Hyper):
-    """step_fn running the gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit, when the
-    CPU kernels can run; None otherwise. On the complete graph each step updates one copy of the
-    parameters in place (mean-field form); on any other graph each unit's new row is written to a
-    second buffer from its neighbours' rows at t (sparse form) and the buffers swap. The hot loop
-    touches numpy views only."""
-    train = shards.train
-    if not kernels.usable(train.x):
-        return None
-    form = kernel_coupling(coupling, sigma, hyper.lr, hyper.weight_decay)  # mean_field=... or sparse=...
-    fused = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, **form)
-    indexer = unit_indexer(shards, seeds, hyper.batch_size, hyper.batches, "cpu")
-
-    def advance(state: EngineState, n_steps: int) -> EngineState:
-        """n_steps steps on fresh buffers (the caller's state is untouched)."""
-        current = state.theta.detach().clone(memory_format=torch.contiguous_format)  # [R, N, P]
-        following = current if fused.in_place else torch.empty_like(current)  # the step's output
-        views = [t.numpy().reshape(-1, t.shape[-1]) for t in (current, following)]  # [R*N, P] each
-        for step in range(state.step, state.step + n_steps):
-            fused.run_rows(views[0], views[1], indexer.host_indices(step))
-            current, following, views = following, current, views[::-1]  # swap (one buffer in place)
-        return EngineState(current, state.step + n_steps)
-
-    def step_fn(state: EngineState) -> EngineState:
-        return advance(state, 1)
-
-    step_fn.advance = advance  # run_steps takes blocks of steps through it
-    return step_fn
-
-
-def run_steps(step_fn, state: EngineState, n_steps: int) -> EngineState:
-    """Apply step_fn n_steps times (no autograd graph is ever built); a step_fn with an `advance`
-    attribute (the fused step) takes them as one block on one copy of the parameters."""
-    advance = getattr(step_fn, "advance", None)
-    if advance is not None:
-        return advance(state, n_steps)
-    with torch.no_grad():
-        for _ in range(n_steps):
-            state = step_fn(state)
-    return state
+    return StepLoop(step_fn)

@@ -7,7 +7,7 @@ thin ones, and each batch is gathered once. Evaluation multiplies the shared tes
 the first-layer weights of all units at once. Each replica's numbers equal the same point run
 alone by `decentral run` up to float rounding. When the CPU kernels run, the ensemble takes the
 engine's fused step instead, on any graph (one kernel pass per unit and replica, the shared rows
-read from cache): measured faster than the shared GEMMs on the complete graph.
+read from cache): faster than the shared GEMMs on the complete graph (see README).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Sequence
 
 import torch
 
+from . import kernels
 from .data import Shards
-from .engine import EngineState, Hyper, batch_source, fused_step_fn, init_theta
+from .engine import EngineState, FusedKernel, Hyper, StepLoop, Stepper, batch_source, init_theta
 from .forms import Couplings, step_apply
 from .model import Architecture, loss_and_grad
 
@@ -64,16 +65,15 @@ def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_uni
     return EngineState(theta.contiguous().to(device), 0)
 
 
-def make_ensemble_step_fn(arch: Architecture, shards: Shards, coupling: Couplings, sigma: torch.Tensor,
-                          seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper()):
-    """step_fn(state) -> state for replicas laid out as len(seeds) x per_seed (seed-major).
+def make_ensemble_stepper(arch: Architecture, shards: Shards, coupling: Couplings, sigma: torch.Tensor,
+                          seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper()) -> Stepper:
+    """A stepper (see `engine.make_stepper`) for replicas laid out as len(seeds) x per_seed (seed-major).
 
     coupling: one Coupling for all replicas or one per replica [R]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    fused = fused_step_fn(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper)
-    if fused is not None:  # CPU kernels: one kernel pass per unit beats the shared GEMMs
-        return fused
+    if kernels.usable(shards.train.x):  # CPU kernels: one kernel pass per unit beats the shared GEMMs
+        return FusedKernel(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper)
     apply = step_apply(coupling, sigma, n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
@@ -86,4 +86,4 @@ def make_ensemble_step_fn(arch: Architecture, shards: Shards, coupling: Coupling
         _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
         return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)
 
-    return step_fn
+    return StepLoop(step_fn)

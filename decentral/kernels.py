@@ -9,7 +9,7 @@ temporary is ever materialized: measured 1.26-1.30x the engine's steps/s over ga
 batch and running the first layer on MKL (D = 0, 1, 2, same process, alternating windows).
 The first layer's products are register-blocked loops (`_tile_forward`, `_tile_weight_grad`),
 ~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32. Given Eq. 2
-it then updates each unit's row right away (`engine.fused_step_fn`): on the complete graph in
+it then updates each unit's row right away (`engine.FusedKernel`): on the complete graph in
 mean-field form, in place on one copy of the parameters; on any other graph in sparse form from
 W's CSR rows (`update.sparse_operator`), into a second buffer, since unit i's new row needs its
 neighbours' rows at t (the engine swaps the two buffers every step).

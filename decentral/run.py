@@ -10,73 +10,22 @@ import contextlib
 import json
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import resources
 from .checkpoint import FILE as CHECKPOINT_FILE
 from .checkpoint import Checkpoint, Keeper
 from .config import RunConfig, to_dict
-from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
-from .engine import EngineState, Hyper, init_state, make_step_fn, run_steps, sigma_tensor
-from .errors import UserInputError
-from .evaluation import make_evaluator
-from .model import Architecture
-from .observables import cross_scores, finite_replicas
+from .data import Split
+from .engine import EngineState
+from .problem import Problem, final_cross_scores, prepare, resolve_device
 from .runner import Measurement, Phases, progress_bar, run_phases
-from .storage import atomic_dir, check_output_dir, file_digest, json_safe, toml_text, write_toml  # noqa: F401
-from .topology import Coupling, load_coupling
+from .simulation import single_run
+from .storage import atomic_dir, check_output_dir, json_safe, toml_text
 from .threads import limited as limited_threads
 from .threads import per_worker
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Everything a backend needs besides the config: data, shapes and the coupling."""
-
-    arch: Architecture
-    shards: Shards | None  # None when the backend's workers load their own shards
-    test: Split
-    coupling: Coupling  # Q of Eq. 2 (q_ij weight of edge i -> j), its provenance and spectral bound
-
-    @property
-    def topology(self) -> dict | None:
-        """Provenance of the graph file (name, path, sha256), None for mean field."""
-        return self.coupling.provenance()
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
-    """Data, partition, architecture and Q for a run (data may be passed in already loaded).
-
-    The Ray backend's actors load their own shards on their nodes, so for it the driver reads
-    only the test split (for the final A_x) and `shards` is None.
-    """
-    coupling = load_coupling(cfg.topology, cfg.units)
-    remote_shards = cfg.backend == "ray" and data is None
-    if data is None:
-        root = resolve_data_root(cfg.data_root)
-        train = None if remote_shards else load_mnist_split(root, True, cfg.download)
-        data = (train, load_mnist_split(root, False, cfg.download))
-    train, test = data
-    shards = None if remote_shards else partition(
-        train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit, cfg.dirichlet_alpha)
-    test = subsample_test(test, cfg.test_samples, seed=0)
-    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=test.x.shape[1],
-                        n_out=int(test.y.max()) + 1)
-    return Problem(arch, shards, test, coupling)
 
 
 def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
@@ -84,50 +33,25 @@ def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
     """Train on the vectorized local engine (from a checkpoint, when given; checkpoints into
     cfg.out when set); returns final parameters [1, N, P] and the series."""
     device = resolve_device(cfg.device)
-    shards = Shards(problem.shards.train.to(device), problem.shards.offsets,
-                    problem.shards.sizes, problem.shards.classes)
-    test = problem.test.to(device)
-    state = (EngineState(resume.theta.to(device), resume.step) if resume is not None
-             else init_state(problem.arch, [cfg.seed], cfg.units, cfg.init, device))
-    step_fn = make_step_fn(problem.arch, shards, problem.coupling,
-                           sigma_tensor(cfg.sigma, 1, device), [cfg.seed],
-                           Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
-    holder = {"state": state}
-    evaluator = make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds)
-
-    def advance(n: int) -> None:
-        holder["state"] = run_steps(step_fn, holder["state"], n)
-
-    def evaluate() -> dict[str, np.ndarray]:
-        return evaluator(holder["state"].theta)
-
+    state = EngineState(resume.theta.to(device), resume.step) if resume is not None else None
+    sim = single_run(cfg, problem, device, state)
     phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
     step0 = resume.step if resume is not None else 0
-    if hasattr(evaluator, "count"):  # the rotating scheme: its fold continues where it was
-        evaluator.count = phases.evaluations_before(step0)
-    keeper = Keeper(cfg, lambda: holder["state"].theta, step0) if cfg.out else None
+    if hasattr(sim.evaluator, "count"):  # the rotating scheme: its fold continues where it was
+        sim.evaluator.count = phases.evaluations_before(step0)
+    keeper = Keeper(cfg, lambda: sim.theta, step0) if cfg.out else None
     with progress_bar(cfg.transient + cfg.steps, "run") as bar, \
             keeper.catching_sigint() if keeper else contextlib.nullcontext():
         bar.update(step0)
-        meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
-                          phases, step0=step0, progress=bar, resumed=resume and resume.meas,
+        meas = run_phases(sim, phases, step0=step0, progress=bar, resumed=resume and resume.meas,
                           after_block=keeper)
-    return holder["state"].theta, meas
-
-
-def final_cross(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-loss and cross-accuracy [R, N, C] of the final parameters (NaN where diverged)."""
-    with torch.no_grad():
-        cross_loss, cross_acc = cross_scores(arch, theta, test.to(theta.device))
-    bad = ~finite_replicas(theta)
-    cross_loss[bad], cross_acc[bad] = float("nan"), float("nan")
-    return cross_loss.cpu().numpy(), cross_acc.cpu().numpy()
+    return sim.theta, meas
 
 
 def summarize(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement) -> dict:
     """The run's summary (replica 0): config echo, time-averaged observables, A_x, L_x."""
     averages = meas.time_average(theta.shape[0])
-    cross_loss, cross_acc = final_cross(problem.arch, theta, problem.test)
+    cross_loss, cross_acc = final_cross_scores(problem.arch, theta, problem.test)
     diverged = bool(meas.diverged[0]) if meas.diverged is not None else False
     summary = {
         "backend": cfg.backend, "units": cfg.units, "depth": cfg.depth, "width": cfg.width,

@@ -1,9 +1,9 @@
-"""Transient and measurement phases over any `step_fn`, as in App. C of the paper.
+"""Transient and measurement phases over any simulation, as in App. C of the paper.
 
-The runner knows nothing about models or backends: it advances a state with a step
-function (in blocks of `eval_every` steps), checks for divergence, evaluates observables
-after every block of the measurement phase, and times the training steps apart from the
-evaluation. Backends provide `advance(n)`, `evaluate()` and `finite()` callables.
+The runner knows nothing about models or backends: it advances a simulation (the contract of
+`decentral.simulation`: `advance(n)`, `evaluate()`, `finite()`) in blocks of `eval_every`
+steps, checks for divergence, evaluates observables after every block of the measurement
+phase, and times the training steps apart from the evaluation.
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ def _blocks(total: int, size: int):
 
 
 def run_phases(
-    advance: Callable[[int], None],
-    evaluate: Callable[[], dict[str, np.ndarray]],
-    finite: Callable[[], np.ndarray],
+    sim,
     phases: Phases,
     step0: int = 0,
     progress=None,
@@ -72,8 +70,9 @@ def run_phases(
 ) -> Measurement:
     """Run the transient, then the measured steps with an evaluation after every block.
 
-    advance(n) takes n coupled steps; evaluate() returns observables per replica [R];
-    finite() returns [R] bool. Stops early once every replica has diverged. A run resumed at
+    sim meets the contract of `decentral.simulation`: sim.advance(n) takes n coupled steps;
+    sim.evaluate() returns observables per replica [R]; sim.finite() returns [R] bool. Stops
+    early once every replica has diverged. A run resumed at
     step0 > 0 (from a checkpoint taken at a block boundary) continues the same plan with the
     measurement `resumed` so far; after_block(step, meas) is called after every block.
     """
@@ -86,18 +85,18 @@ def run_phases(
             step += n
             continue
         start = time.perf_counter()
-        advance(n)
+        sim.advance(n)
         meas.train_seconds += time.perf_counter() - start
         meas.train_steps += n
         step += n
-        ok = np.asarray(finite(), dtype=bool)
+        ok = np.asarray(sim.finite(), dtype=bool)
         _note_divergence(meas, ok, step)
         if progress is not None:
             progress.update(n)
         if not ok.any():
             break
         if measured:
-            _record(meas, evaluate(), step, ok)
+            _record(meas, sim.evaluate(), step, ok)
         if after_block is not None:
             after_block(step, meas)
     return meas

@@ -21,29 +21,28 @@ import torch
 
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, run_steps, sigma_tensor
-from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+from decentral.engine import Hyper, sigma_tensor
+from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.evaluation import fold_scores, rotation_error
-from decentral.run import prepare
-from decentral.runner import Phases, run_phases
+from decentral.problem import prepare
+from decentral.runner import OBSERVABLES, Phases, run_phases
+from decentral.simulation import LocalSimulation
 
 
 def depth_trajectories(data, depth: int, sigmas: list[float], phases: Phases, folds: int) -> list[dict]:
     """Fold scores [M, K] of each sigma's trajectory (one ensemble), reduced to errors."""
     problem = prepare(RunConfig(depth=depth, sigma=sigmas[0]), data)
     n = len(sigmas)
-    step_fn = make_ensemble_step_fn(problem.arch, problem.shards, problem.coupling,
+    stepper = make_ensemble_stepper(problem.arch, problem.shards, problem.coupling,
                                     sigma_tensor(sigmas, n, "cpu"), [0], n, Hyper())
-    holder, series = {"s": init_ensemble(problem.arch, [0], n, 10, "pytorch", "cpu")}, []
+    series = []
 
-    def advance(k: int) -> None:
-        holder["s"] = run_steps(step_fn, holder["s"], k)
+    def record(theta) -> dict:
+        series.append(fold_scores(problem.arch, theta, problem.test, folds))
+        return {k: np.zeros(n) for k in OBSERVABLES}
 
-    def evaluate() -> dict:
-        series.append(fold_scores(problem.arch, holder["s"].theta, problem.test, folds))
-        return {k: np.zeros(n) for k in ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance")}
-
-    run_phases(advance, evaluate, lambda: np.ones(n, bool), phases)
+    sim = LocalSimulation(stepper, init_ensemble(problem.arch, [0], n, 10, "pytorch", "cpu"), record)
+    run_phases(sim, phases)
     sizes = series[0]["sizes"]
     rows = []
     for r, sigma in enumerate(sigmas):

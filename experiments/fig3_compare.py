@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from decentral.sweep_analysis import mean_cross_accuracy
-from decentral.sweep_store import load_results, read_manifest
+from decentral.sweep.analysis import mean_cross_accuracy
+from decentral.sweep.store import load_results, read_manifest
 
-PANELS_OVER_N = (0.0, 3.0, 30.0)  # Fig. 3 e-g, read as sigma/N (see decentral.plots)
+PANELS_OVER_N = (0.0, 3.0, 30.0)  # Fig. 3 e-g, read as sigma/N (see decentral.sweep.plots)
 ONSET = 0.2  # <A> above this: collective learning has begun (chance, the local phase, is 0.1)
 
 PAPER = {

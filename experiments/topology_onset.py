@@ -48,12 +48,12 @@ from decentral import topology
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
 from decentral.engine import Hyper, sigma_tensor
-from decentral.ensemble import init_ensemble, make_ensemble_step_fn
+from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.errors import UserInputError
-from decentral.observables import finite_replicas
 from decentral.evaluation import FullEvaluator
-from decentral.run import prepare
+from decentral.problem import prepare
 from decentral.runner import Phases, run_phases
+from decentral.simulation import LocalSimulation
 from decentral.theory import TheoryConfig, run_theory
 
 N_UNITS = 10
@@ -198,7 +198,7 @@ def theory_curves(topos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 
 def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "pytorch",
                   device="cpu"):
-    """One stacked ensemble of every (seed, topology, sigma): returns (state, step_fn, keys).
+    """One stacked ensemble of every (seed, topology, sigma): returns (state, stepper, keys).
 
     qs: [T] matrices [N, N]; sigmas: [S]. Replica r = (k*T + t)*S + s (seed-major), with
     keys[r] = (seed, t, s). Each replica equals running that point alone (decentral.engine).
@@ -208,32 +208,29 @@ def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "
     couplings = [topology.Coupling.from_matrix(np.asarray(q, dtype=float)) for q in qs]
     sigma_rep = [float(sigmas[s]) for _, _, s in keys]
     state = init_ensemble(arch, list(seeds), per_seed, shards.n_units, scheme, device)
-    step_fn = make_ensemble_step_fn(arch, shards, [couplings[t] for _, t, _ in keys],
+    stepper = make_ensemble_stepper(arch, shards, [couplings[t] for _, t, _ in keys],
                                     sigma_tensor(sigma_rep, len(keys), device), list(seeds),
                                     per_seed, hyper)
-    return state, step_fn, keys
+    return state, stepper, keys
 
 
-def measure(arch, state, step_fn, test, phases: Phases, log=print):
+class _LogProgress:
+    """The runner's progress hook: a line every 500 steps."""
+
+    def __init__(self, total: int, log):
+        self.total, self.log, self.done, self.t0 = total, log, 0, time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.done % 500 == 0:
+            self.log(f"  mnist step {self.done}/{self.total} ({time.perf_counter() - self.t0:.0f} s)")
+
+
+def measure(arch, state, stepper, test, phases: Phases, log=print):
     """Transient + measured phases; per-replica time averages of <A> and <L>, diverged flags."""
-    holder = {"state": state, "t0": time.perf_counter()}
-    evaluator = FullEvaluator(arch, test)  # the whole test set at every evaluation
-
-    def advance(n: int) -> None:
-        with torch.no_grad():
-            for _ in range(n):
-                holder["state"] = step_fn(holder["state"])
-        done = holder["state"].step
-        if done % 500 == 0:
-            log(f"  mnist step {done}/{phases.transient + phases.steps} "
-                f"({time.perf_counter() - holder['t0']:.0f} s)")
-
-    def evaluate():
-        return evaluator(holder["state"].theta)
-
-    meas = run_phases(advance, evaluate, lambda: finite_replicas(holder["state"].theta).cpu().numpy(),
-                      phases)
-    return meas.time_average(holder["state"].theta.shape[0]), meas.diverged
+    sim = LocalSimulation(stepper, state, FullEvaluator(arch, test))
+    meas = run_phases(sim, phases, progress=_LogProgress(phases.transient + phases.steps, log))
+    return meas.time_average(sim.theta.shape[0]), meas.diverged
 
 
 def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd.DataFrame:
@@ -242,11 +239,11 @@ def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd
                     lr=settings.lr)
     problem = prepare(cfg, data)
     sigmas = list(settings.mnist_sigmas)
-    state, step_fn, keys = make_ensemble(problem.arch, problem.shards, list(topos["q"]), sigmas,
+    state, stepper, keys = make_ensemble(problem.arch, problem.shards, list(topos["q"]), sigmas,
                                          settings.seeds, Hyper(lr=settings.lr))
     log(f"  mnist: {len(keys)} replicas x {N_UNITS} units, D={settings.depth}")
     phases = Phases(settings.transient, settings.steps, settings.eval_every)
-    averages, diverged = measure(problem.arch, state, step_fn, problem.test, phases, log)
+    averages, diverged = measure(problem.arch, state, stepper, problem.test, phases, log)
     points = pd.DataFrame({"topology": [topos["topology"].iloc[t] for _, t, _ in keys],
                            "sigma": [sigmas[s] for _, _, s in keys],
                            "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],

@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from decentral.config import RunConfig
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
 from decentral.errors import UserInputError
 from decentral.evaluation import make_evaluator, prepare_folds, rotation_error, stratified_folds
 from decentral import observables
-from decentral.run import prepare
-from decentral.runner import Phases, run_phases
+from decentral.problem import prepare
+from decentral.runner import OBSERVABLES, Phases, run_phases
+from decentral.simulation import LocalSimulation
 from decentral.sweep import run_sweep
-from decentral.sweep_config import config_hash, load_sweep_config, science_dict
+from decentral.sweep.config import config_hash, load_sweep_config, science_dict
 
 
 def test_folds_partition_the_test_set_with_classes_spread_evenly():
@@ -40,18 +41,16 @@ def _trajectory(mnist, depth: int, sigma: float, transient: int, n_evals: int, e
     """Parameters [1, N, P] at each of n_evals evaluations of a real run (and its arch, test)."""
     cfg = RunConfig(depth=depth, sigma=sigma, test_samples=2000)
     problem = prepare(cfg, mnist)
-    step_fn = make_step_fn(problem.arch, problem.shards, problem.coupling,
+    stepper = make_stepper(problem.arch, problem.shards, problem.coupling,
                            sigma_tensor(sigma, 1, "cpu"), [0], Hyper())
-    holder, thetas = {"s": init_state(problem.arch, [0], cfg.units)}, []
+    thetas = []
 
-    def advance(n):
-        holder["s"] = run_steps(step_fn, holder["s"], n)
+    def record(theta):
+        thetas.append(theta.clone())
+        return {k: np.zeros(1) for k in OBSERVABLES}
 
-    def evaluate():
-        thetas.append(holder["s"].theta.clone())
-        return {k: np.zeros(1) for k in ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance")}
-
-    run_phases(advance, evaluate, lambda: np.ones(1, bool), Phases(transient, n_evals * eval_every, eval_every))
+    sim = LocalSimulation(stepper, init_state(problem.arch, [0], cfg.units), record)
+    run_phases(sim, Phases(transient, n_evals * eval_every, eval_every))
     return problem.arch, problem.test, thetas
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from decentral.grids import paper_grid
-from decentral.plots import PANEL_SIGMA_OVER_N, nearest_couplings
+from decentral.sweep.grids import paper_grid
+from decentral.sweep.plots import PANEL_SIGMA_OVER_N, nearest_couplings
 
 
 def test_panels_pick_the_paper_grid_by_sigma_over_n():

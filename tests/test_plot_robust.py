@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from decentral.sweep import run_sweep
-from decentral.sweep_config import load_sweep_config
+from decentral.sweep.config import load_sweep_config
 from tests.contract import assert_one_line_error, run_cli
 
 PNGS = {"fig3a_magnetization.png", "fig3b_loss.png", "fig3c_accuracy.png", "fig3efg_cross_accuracy.png"}

@@ -11,7 +11,8 @@ from decentral.config import RunConfig
 from decentral.data import make_shards
 from decentral.errors import UserInputError
 from decentral.model import Architecture
-from decentral.run import Problem, run_local
+from decentral.problem import Problem
+from decentral.run import run_local
 
 pytestmark = pytest.mark.ray
 

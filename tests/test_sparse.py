@@ -12,7 +12,7 @@ import torch
 
 from decentral import forms, topology
 from decentral.data import Split, make_shards
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import FusedKernel, Hyper, init_state, make_stepper, sigma_tensor
 from decentral.model import Architecture
 from decentral.topology import Coupling
 from decentral.update import apply_operator, euler_step, mean_field_step, sparse_operator, sparse_step, step_operator
@@ -115,14 +115,14 @@ def test_fused_sparse_kernel_equals_the_torch_sparse_path_with_replicas(graph, m
     sigma, seeds, hyper = sigma_tensor([20.0, 150.0], 2, "cpu"), [1, 2], Hyper(lr=0.02, batch_size=4)
 
     def run():
-        step_fn = make_step_fn(arch, shards, couplings, sigma, seeds, hyper)
-        return step_fn, run_steps(step_fn, init_state(arch, seeds, n), 6).theta
+        stepper = make_stepper(arch, shards, couplings, sigma, seeds, hyper)
+        return stepper, stepper.advance(init_state(arch, seeds, n), 6).theta
 
-    fused_fn, fused = run()
-    assert hasattr(fused_fn, "advance")  # the fused kernel serves this graph
+    fused_stepper, fused = run()
+    assert isinstance(fused_stepper, FusedKernel)  # the fused kernel serves this graph
     monkeypatch.setenv("DECENTRAL_KERNELS", "torch")
-    torch_fn, reference = run()
-    assert not hasattr(torch_fn, "advance")
+    torch_stepper, reference = run()
+    assert not isinstance(torch_stepper, FusedKernel)
     torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
 
 
@@ -152,16 +152,16 @@ def test_ten_thousand_unit_ring_steps_without_any_n_by_n_array(tmp_path, monkeyp
     assert coupling.lambda_max == pytest.approx(4.0, rel=1e-4)  # ARPACK, to ARPACK_TOL
     shards = _shards_for(n, per_unit=2)
     arch = Architecture(depth=0, n_in=16, n_out=10)
-    step_fn = make_step_fn(arch, shards, coupling, sigma_tensor(50.0, 1, "cpu"), [0], Hyper(batch_size=2))
-    state = run_steps(step_fn, init_state(arch, [0], n), 2)
+    stepper = make_stepper(arch, shards, coupling, sigma_tensor(50.0, 1, "cpu"), [0], Hyper(batch_size=2))
+    state = stepper.advance(init_state(arch, [0], n), 2)
     assert state.theta.shape == (1, n, arch.n_params) and torch.isfinite(state.theta).all()
-    held = _held_arrays(step_fn)
+    held = _held_arrays(stepper)
     assert any(isinstance(a, np.ndarray) and a.shape == (n + 1,) for a in held)  # the CSR row pointers
     assert max(a.size if isinstance(a, np.ndarray) else a.numel() for a in held) < limit
 
 
 def _held_arrays(obj, depth: int = 4) -> list:
-    """Every numpy array or tensor a step function holds: its closures' contents and their attributes."""
+    """Every numpy array or tensor a stepper holds: its attributes, closures' contents and theirs."""
     if isinstance(obj, (np.ndarray, torch.Tensor)):
         return [obj]
     if depth == 0:

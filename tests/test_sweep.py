@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from decentral.errors import UserInputError
-from decentral.sweep import StoreSink, run_sweep
-from decentral.sweep_config import SweepConfig, load_sweep_config
-from decentral.sweep_plan import plan_groups
+from decentral.sweep.job import StoreSink, run_sweep
+from decentral.sweep.config import SweepConfig, load_sweep_config
+from decentral.sweep.plan import plan_groups
 
 OBS = ["loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance"]
 
@@ -135,7 +135,7 @@ def _onset(sub: pd.DataFrame, level: float = 0.2) -> float:
 @pytest.mark.slow
 def test_reduced_sweep_shows_fig3_effects(tmp_path, mnist):
     """A reduced Fig. 3 (1 seed, 6 couplings, 750 + 750 steps) shows the paper's effects."""
-    from decentral.sweep_store import load_results
+    from decentral.sweep.store import load_results
 
     cfg = load_sweep_config({}, dict(sigma="0.0001,1,10,30,120,390", depth="0,1,2", seeds=1,
                                      transient=750, steps=750, eval_every=100, test_samples=1000,

@@ -15,7 +15,7 @@ import torch
 from decentral import topology
 from decentral.topology import Coupling
 from decentral.data import partition
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
 from decentral.model import Architecture
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "topology_onset.py"
@@ -73,10 +73,10 @@ def test_stacked_ensemble_equals_each_point_alone(exp, synthetic_data):
     arch = Architecture(depth=1, width=4, n_in=train.x.shape[1], n_out=10)
     ring = np.roll(np.eye(10), 1, axis=1) + np.roll(np.eye(10), -1, axis=1)
     qs, sigmas, hyper = [np.ones((10, 10)) - np.eye(10), 1.7 * ring], [0.5, 30.0], Hyper()
-    state, step_fn, keys = exp.make_ensemble(arch, shards, qs, sigmas, (3,), hyper)
-    stacked = run_steps(step_fn, state, 6).theta
+    state, stepper, keys = exp.make_ensemble(arch, shards, qs, sigmas, (3,), hyper)
+    stacked = stepper.advance(state, 6).theta
     for r, (seed, t, s) in enumerate(keys):
-        alone = make_step_fn(arch, shards, Coupling.from_matrix(qs[t]),
+        alone = make_stepper(arch, shards, Coupling.from_matrix(qs[t]),
                              sigma_tensor(sigmas[s], 1, "cpu"), [seed], hyper)
-        theta = run_steps(alone, init_state(arch, [seed], 10), 6).theta
+        theta = alone.advance(init_state(arch, [seed], 10), 6).theta
         torch.testing.assert_close(stacked[r], theta[0], rtol=0, atol=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 from decentral.cli import main
 from decentral.run import execute
 from decentral.sweep import run_sweep
-from decentral.sweep_config import load_sweep_config
+from decentral.sweep.config import load_sweep_config
 from decentral.topology import file_digest
 
 RING = str(Path(__file__).resolve().parents[1] / "topologies" / "ring_n10.edgelist")

@@ -7,7 +7,7 @@ import torch
 
 from decentral.topology import Coupling, mean_field
 from decentral.data import partition
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
 from decentral.model import Architecture
 from decentral.streams import BatchIndexer
 from decentral import engine, forms
@@ -44,9 +44,9 @@ def _assert_engine_matches_module_loop(shards, q, sigma, seed, depths):
         arch = Architecture(depth=depth)
         state = init_state(arch, [seed], n)
         expected = _reference_loop(arch, shards, state.theta[0], q, sigma, hyper, seed, 20)
-        step_fn = make_step_fn(arch, shards, Coupling.from_matrix(q), sigma_tensor(sigma, 1, "cpu"),
+        stepper = make_stepper(arch, shards, Coupling.from_matrix(q), sigma_tensor(sigma, 1, "cpu"),
                                [seed], hyper)
-        got = run_steps(step_fn, state, 20).theta[0]
+        got = stepper.advance(state, 20).theta[0]
         assert torch.allclose(got, expected, atol=1e-5, rtol=0), (depth, (got - expected).abs().max())
 
 
@@ -61,12 +61,12 @@ def test_sigma_zero_units_evolve_independently(synthetic_data):
     train, _ = synthetic_data
     shards = partition(train, 3, "class", seed=0)
     arch = Architecture(depth=1)
-    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(3)),
+    stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(3)),
                            sigma_tensor(0.0, 1, "cpu"), [5], Hyper(batch_size=8))
     a = init_state(arch, [5], 3)
     b = init_state(arch, [5], 3)
     b.theta[0, 2] = torch.randn(arch.n_params)  # perturb only unit 2
-    a, b = run_steps(step_fn, a, 15), run_steps(step_fn, b, 15)
+    a, b = stepper.advance(a, 15), stepper.advance(b, 15)
     assert torch.equal(a.theta[0, :2], b.theta[0, :2])
     assert not torch.equal(a.theta[0, 2], b.theta[0, 2])
 
@@ -116,11 +116,11 @@ def test_same_seed_same_result_bitwise(synthetic_data):
     train, _ = synthetic_data
     shards = partition(train, 10, "class", seed=0)
     arch = Architecture(depth=2)
-    make = lambda: make_step_fn(arch, shards, Coupling.from_matrix(mean_field(10)),
+    make = lambda: make_stepper(arch, shards, Coupling.from_matrix(mean_field(10)),
                                 sigma_tensor(30.0, 1, "cpu"), [4], Hyper())
-    a = run_steps(make(), init_state(arch, [4], 10), 25)
-    b = run_steps(make(), init_state(arch, [4], 10), 25)
-    c = run_steps(make(), init_state(arch, [5], 10), 25)
+    a = make().advance(init_state(arch, [4], 10), 25)
+    b = make().advance(init_state(arch, [4], 10), 25)
+    c = make().advance(init_state(arch, [5], 10), 25)
     assert torch.equal(a.theta, b.theta)
     assert not torch.equal(a.theta, c.theta)
 
@@ -181,39 +181,39 @@ def test_mean_field_kernel_equals_the_gemm_path_for_replicas(synthetic_data, mon
     sigma = sigma_tensor([5.0, 60.0], 2, "cpu")
 
     def run():
-        step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(4)), sigma, seeds, Hyper(batch_size=8))
-        return run_steps(step_fn, init_state(arch, seeds, 4), 10).theta
+        stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(4)), sigma, seeds, Hyper(batch_size=8))
+        return stepper.advance(init_state(arch, seeds, 4), 10).theta
 
     fused = run()
-    monkeypatch.setattr(engine, "fused_step_fn", lambda *args: None)  # the dense GEMM path
+    monkeypatch.setenv("DECENTRAL_KERNELS", "torch")  # the dense GEMM path
     assert torch.allclose(fused, run(), atol=1e-6, rtol=0)
 
 
 def _mean_field_problem(train, n_units, depth, sigma, seed):
-    """(step_fn, initial state) of one run on the complete graph, batch 8."""
+    """(stepper, initial state) of one run on the complete graph, batch 8."""
     shards = partition(train, n_units, "class", seed=0)
     arch = Architecture(depth=depth)
-    step_fn = make_step_fn(arch, shards, Coupling.from_matrix(mean_field(n_units)),
+    stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(n_units)),
                            sigma_tensor(sigma, 1, "cpu"), [seed], Hyper(batch_size=8))
-    return step_fn, init_state(arch, [seed], n_units)
+    return stepper, init_state(arch, [seed], n_units)
 
 
 def test_fused_step_reads_a_non_contiguous_state(synthetic_data):
-    step_fn, state = _mean_field_problem(synthetic_data[0], 3, depth=1, sigma=4.0, seed=2)
+    stepper, state = _mean_field_problem(synthetic_data[0], 3, depth=1, sigma=4.0, seed=2)
     wide = torch.zeros(*state.theta.shape[:2], 2 * state.theta.shape[2])
     wide[..., ::2] = state.theta
     strided = wide[..., ::2]  # same values, every other float
     assert not strided.is_contiguous()
-    assert torch.equal(step_fn(engine.EngineState(strided, 0)).theta, step_fn(state).theta)
+    assert torch.equal(stepper.step(engine.EngineState(strided, 0)).theta, stepper.step(state).theta)
 
 
 def test_fused_blocks_equal_single_steps_and_leave_the_input_state_untouched(synthetic_data):
-    step_fn, state = _mean_field_problem(synthetic_data[0], 4, depth=2, sigma=6.0, seed=3)
-    assert hasattr(step_fn, "advance")  # the complete graph on CPU takes the fused step
+    stepper, state = _mean_field_problem(synthetic_data[0], 4, depth=2, sigma=6.0, seed=3)
+    assert isinstance(stepper, engine.FusedKernel)  # the complete graph on CPU takes the fused step
     before = state.theta.clone()
-    block = run_steps(step_fn, state, 7)
+    block = stepper.advance(state, 7)
     single = state
     for _ in range(7):
-        single = step_fn(single)
+        single = stepper.step(single)
     assert torch.equal(state.theta, before)
     assert block.step == single.step == 7 and torch.equal(block.theta, single.theta)

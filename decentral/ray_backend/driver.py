@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from ..engine import EngineState
 from ..runner import Phases, progress_bar, run_phases
 from . import cluster
 from .actor import UnitActor
@@ -91,7 +92,7 @@ class Fleet:
         for h in self.handles.values():
             self.ray.kill(h)
 
-    # --- the runner's callables ------------------------------------------------------
+    # --- the simulation contract (decentral.simulation) ---------------------------------
     def advance(self, n: int) -> None:
         target = self.step + n
         while self.step < target:
@@ -106,6 +107,15 @@ class Fleet:
 
     def finite(self) -> np.ndarray:
         return self.ok
+
+    @property
+    def theta(self) -> torch.Tensor:
+        """The units' parameters gathered from the actors [1, N, P]."""
+        return self.parameters()
+
+    @property
+    def state(self) -> EngineState:
+        return EngineState(self.parameters(), self.step)
 
     def parameters(self) -> torch.Tensor:
         rows = self._robust("parameters")  # [n_a, P] per actor
@@ -228,8 +238,8 @@ def _phases(fleet: Fleet, cfg, resume):
     with progress_bar(cfg.transient + cfg.steps, "ray run") as bar, \
             keeper.catching_sigint() if keeper else contextlib.nullcontext():
         bar.update(step0)
-        return run_phases(fleet.advance, fleet.evaluate, fleet.finite, phases, step0=step0,
-                          progress=bar, resumed=resume and resume.meas, after_block=keeper)
+        return run_phases(fleet, phases, step0=step0, progress=bar, resumed=resume and resume.meas,
+                          after_block=keeper)
 
 
 def summary_fields(cfg, fleet: Fleet, blocks) -> dict:

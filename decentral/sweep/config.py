@@ -13,8 +13,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .config import RunConfig, _f, merge, to_dict, validate_fields
-from .errors import UserInputError
+from ..config import RunConfig, _f, merge, to_dict, validate_fields
+from ..errors import UserInputError
 from .grids import named_grid, parse_list
 
 PROTOCOLS = ("non-adiabatic", "adiabatic", "both")

@@ -19,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .observables import off_diagonal, rank_one  # noqa: E402
-from .sweep_analysis import cumulative_by_depth, mean_cross_accuracy  # noqa: E402
-from .sweep_store import load_results  # noqa: E402
+from ..observables import off_diagonal, rank_one  # noqa: E402
+from .analysis import cumulative_by_depth, mean_cross_accuracy  # noqa: E402
+from .store import load_results  # noqa: E402
 
 CURVES = [("magnetization", r"$\langle m \rangle$", "a", "m_abs_mean", "theory |<m>|"),
           ("loss", r"$\langle L \rangle$", "b", "loss_mean", "theory L / L(sigma_min)"),
@@ -167,7 +167,7 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
 
 def theory_curves(depths, realizations: int = 20):
     """The effective theory's Fig. 2 table for `depths` (both protocols, few realizations)."""
-    from .theory import TheoryConfig, run_theory
+    from ..theory import TheoryConfig, run_theory
 
     return run_theory(TheoryConfig(depths=tuple(int(d) for d in depths), realizations=realizations))
 
@@ -189,14 +189,14 @@ def plot_sweep(sweep_dir, out=None, theory: bool = False, heatmap_depth: int = 1
     The figures directory is written whole (storage.atomic_dir); the default DIR/figures is
     replaced on every call, an explicit `out` only with `overwrite`.
     """
-    from .storage import atomic_dir, check_output_dir
+    from ..storage import atomic_dir, check_output_dir
 
     if out is None:
         out, overwrite = Path(sweep_dir) / "figures", True
     out = check_output_dir(out, overwrite)
     frame, cross = load_results(sweep_dir)
     if frame.empty:
-        from .errors import UserInputError
+        from ..errors import UserInputError
 
         raise UserInputError(f"plot: {sweep_dir} has no finished points yet")
     table = theory_curves(sorted(frame["depth"].unique())) if theory else None

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserInputError
-from .storage import (atomic_write_bytes, atomic_write_json, check_output_dir, json_safe,  # noqa: F401
+from ..errors import UserInputError
+from ..storage import (atomic_write_bytes, atomic_write_json, check_output_dir, json_safe,  # noqa: F401
                       read_json, read_npz, read_parquet, read_torch)
 
 MANIFEST = "sweep.json"

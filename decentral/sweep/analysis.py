@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .observables import cumulative_cross_accuracy, rank_one, rank_one_r2
-from .sweep_store import atomic_write_json, load_results
+from ..observables import cumulative_cross_accuracy, rank_one, rank_one_r2
+from .store import atomic_write_json, load_results
 
 
 def mean_cross_accuracy(frame, cross: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:

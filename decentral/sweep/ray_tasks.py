@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .sweep_config import SweepConfig
-from .sweep_plan import Group, count_points
+from .config import SweepConfig
+from .plan import Group, count_points
 
 
 def _group_task(cfg_values: dict, group: Group, chain_states: dict, driver_root: str | None) -> tuple:
@@ -27,8 +27,8 @@ def _group_task(cfg_values: dict, group: Group, chain_states: dict, driver_root:
     import ray
     import torch
 
-    from .data import DATA_ENV, load_mnist, resolve_data_root
-    from .sweep import group_problem, run_group
+    from ..data import DATA_ENV, load_mnist, resolve_data_root
+    from .worker import group_problem, run_group
 
     try:
         cfg = SweepConfig(**cfg_values)
@@ -48,11 +48,11 @@ def run_groups_ray(cfg: SweepConfig, groups: list[Group], sink) -> None:
     """Run every group as a Ray task; hand each task's points to sink as it completes."""
     import os
 
-    from .data import DATA_ENV
-    from .ray_backend.cluster import connected
-    from .runner import progress_bar
-    from .sweep import load_chain_states
-    from .sweep_store import write_results
+    from ..data import DATA_ENV
+    from ..ray_backend.cluster import connected
+    from ..runner import progress_bar
+    from .worker import load_chain_states
+    from .store import write_results
 
     values = dataclasses.asdict(cfg)
     driver_root = os.environ.get(DATA_ENV)
@@ -72,7 +72,7 @@ def run_groups_ray(cfg: SweepConfig, groups: list[Group], sink) -> None:
 
 def _received(ray, ref, pending: dict) -> list:
     """A finished task's points, or one UserInputError line naming the node that failed."""
-    from .errors import UserInputError
+    from ..errors import UserInputError
 
     try:
         outcome = ray.get(ref)

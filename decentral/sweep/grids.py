@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 def paper_grid() -> np.ndarray:

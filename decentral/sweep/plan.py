@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sweep_config import SweepConfig
-from .sweep_store import finished_ids, load_chain_state
+from .config import SweepConfig
+from .store import finished_ids, load_chain_state
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""What every backend needs besides the config: data, shapes, the coupling, and the device.
+
+Library helpers shared by the `run` job, the sweep and the experiments: `prepare` turns a
+RunConfig into a `Problem` (data loaded, shards cut, the Coupling read), and
+`final_cross_scores` reads A_x and L_x off the final stacked parameters as numpy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
+from .errors import UserInputError
+from .model import Architecture
+from .observables import cross_scores, finite_replicas
+from .topology import Coupling, load_coupling
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a backend needs besides the config: data, shapes and the coupling."""
+
+    arch: Architecture
+    shards: Shards | None  # None when the backend's workers load their own shards
+    test: Split
+    coupling: Coupling  # Q of Eq. 2 (q_ij weight of edge i -> j), its provenance and spectral bound
+
+    @property
+    def topology(self) -> dict | None:
+        """Provenance of the graph file (name, path, sha256), None for mean field."""
+        return self.coupling.provenance()
+
+    def on_device(self, device) -> tuple[Shards, Split]:
+        """The training shards and the test split moved to `device`."""
+        s = self.shards
+        return Shards(s.train.to(device), s.offsets, s.sizes, s.classes), self.test.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """torch.device of a --device value, refusing unknown names and absent CUDA."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
+    """Data, partition, architecture and Q for a run (data may be passed in already loaded).
+
+    The Ray backend's actors load their own shards on their nodes, so for it the driver reads
+    only the test split (for the final A_x) and `shards` is None.
+    """
+    coupling = load_coupling(cfg.topology, cfg.units)
+    remote_shards = cfg.backend == "ray" and data is None
+    if data is None:
+        root = resolve_data_root(cfg.data_root)
+        train = None if remote_shards else load_mnist_split(root, True, cfg.download)
+        data = (train, load_mnist_split(root, False, cfg.download))
+    train, test = data
+    shards = None if remote_shards else partition(
+        train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit, cfg.dirichlet_alpha)
+    test = subsample_test(test, cfg.test_samples, seed=0)
+    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=test.x.shape[1],
+                        n_out=int(test.y.max()) + 1)
+    return Problem(arch, shards, test, coupling)
+
+
+def final_cross_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-loss and cross-accuracy [R, N, C] of the final parameters (NaN where diverged)."""
+    with torch.no_grad():
+        cross_loss, cross_acc = cross_scores(arch, theta, test.to(theta.device))
+    bad = ~finite_replicas(theta)
+    cross_loss[bad], cross_acc[bad] = float("nan"), float("nan")
+    return cross_loss.cpu().numpy(), cross_acc.cpu().numpy()

@@ -1,0 +1,94 @@
+"""The one simulation contract that the runner drives, and its local-engine implementation.
+
+A simulation is R replicas of N coupled units that can be advanced and measured:
+
+    advance(n)  -> None                     take n coupled steps (Eq. 2) in every replica
+    evaluate()  -> dict[str, np.ndarray]    every observable of `runner.OBSERVABLES`, per replica [R]
+    finite()    -> np.ndarray               [R] bool: every parameter of the replica is finite
+    state       -> EngineState              parameters [R, N, P] and the step count
+    theta       -> torch.Tensor             the parameters [R, N, P] (= state.theta)
+
+`LocalSimulation` meets it on the vectorized engine (one run: R = 1; a sweep ensemble or the
+topology-onset experiment: R replicas), `ray_backend.driver.Fleet` on a Ray cluster (R = 1).
+`runner.run_phases(sim, phases)` takes any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .engine import EngineState, Hyper, Stepper, init_state, make_stepper, sigma_tensor
+from .ensemble import make_ensemble_stepper
+from .evaluation import make_evaluator
+from .observables import finite_replicas
+from .problem import Problem
+
+Evaluator = Callable[[torch.Tensor], dict]  # theta [R, N, P] -> {observable: [R]} (see `evaluation`)
+
+
+class Simulation(Protocol):
+    """What `runner.run_phases` drives (see the module docstring)."""
+
+    def advance(self, n: int) -> None: ...
+
+    def evaluate(self) -> dict[str, np.ndarray]: ...
+
+    def finite(self) -> np.ndarray: ...
+
+    @property
+    def state(self) -> EngineState: ...
+
+    @property
+    def theta(self) -> torch.Tensor: ...
+
+
+class LocalSimulation:
+    """Replicas on the local engine: a stepper (the fused kernel or the operator step, chosen once
+    by `engine.make_stepper`), the current state, and the evaluator of the run's evaluation
+    scheme (`evaluation.make_evaluator`)."""
+
+    def __init__(self, stepper: Stepper, state: EngineState, evaluator: Evaluator):
+        self.stepper, self.state, self.evaluator = stepper, state, evaluator
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return self.state.theta  # [R, N, P]
+
+    def advance(self, n: int) -> None:
+        self.state = self.stepper.advance(self.state, n)
+
+    def evaluate(self) -> dict[str, np.ndarray]:
+        return self.evaluator(self.state.theta)
+
+    def finite(self) -> np.ndarray:
+        return finite_replicas(self.state.theta).cpu().numpy()
+
+
+def hyper_of(cfg: RunConfig) -> Hyper:
+    """The local-learning hyper-parameters of a run config."""
+    return Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches)
+
+
+def single_run(cfg: RunConfig, problem: Problem, device, state: EngineState | None = None) -> LocalSimulation:
+    """One run (R = 1) of `problem` under `cfg` on `device`, from `state` (default: fresh parameters)."""
+    shards, test = problem.on_device(device)
+    stepper = make_stepper(problem.arch, shards, problem.coupling, sigma_tensor(cfg.sigma, 1, device),
+                           [cfg.seed], hyper_of(cfg))
+    if state is None:
+        state = init_state(problem.arch, [cfg.seed], shards.n_units, cfg.init, device)
+    return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))
+
+
+def ensemble(cfg: RunConfig, problem: Problem, sigmas: Sequence[float], seeds: Sequence[int], per_seed: int,
+             state: EngineState, device) -> LocalSimulation:
+    """R = len(seeds) x per_seed replicas (seed-major) of `problem` under `cfg`, from `state`:
+    sigmas [R]; replicas of one seed share their batches."""
+    shards, test = problem.on_device(device)
+    stepper = make_ensemble_stepper(problem.arch, shards, problem.coupling,
+                                    sigma_tensor(list(sigmas), len(sigmas), device), list(seeds), per_seed,
+                                    hyper_of(cfg))
+    return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))
