@@ -216,6 +216,9 @@ def _topology_provenance(path: str | None) -> dict | None:
     return {"name": Path(path).name, "sha256": file_digest(path)}
 
 
+LEARNING_PATH_MAX_UNITS = 2000  # S_x (Eq. 8) is N x N with a full SVD: skipped above this N
+
+
 def _cmd_theory(args) -> int:
     from pathlib import Path
 
@@ -240,7 +243,7 @@ def _cmd_theory(args) -> int:
                 else table.to_parquet(index=False))
         atomic_write_bytes(args.out, data)
     delta = disorder(cfg, 0)[0]  # one quenched sequence for Eq. 8 and S_x
-    path = learning_path(delta, cfg.sigmas, cfg.gamma)
+    path = learning_path(delta, cfg.sigmas, cfg.gamma) if cfg.n_units <= LEARNING_PATH_MAX_UNITS else None
     plots = []
     if args.plot:
         from .theory.plots import plot_fig2
@@ -248,13 +251,16 @@ def _cmd_theory(args) -> int:
         with atomic_dir(args.plot, args.overwrite) as tmp:
             plots = [str(Path(args.plot) / p.name) for p in plot_fig2(table, delta, cfg.gamma, tmp)]
     if args.json:
-        _print_json({"rows": table.to_dict(orient="records"), "learning_path": path.summary(),
+        _print_json({"rows": table.to_dict(orient="records"), "learning_path": path and path.summary(),
                      "topology": topology, "out": args.out, "plots": plots})
         return 0
     print(table[["depth", "protocol", "sigma", "m_abs_mean", "m_abs_std", "loss_mean",
                  "loss_std", "accuracy_eff"]].to_string(index=False, float_format="%.4g"))
-    print(f"S_x rank-one fit explains {path.explained:.4f} of ||S_x||^2 "
-          f"(off-diagonal R^2 {path.r2_offdiagonal:.4f})")
+    if path is None:
+        print(f"S_x not computed above {LEARNING_PATH_MAX_UNITS:,} units (an N x N matrix and its SVD)")
+    else:
+        print(f"S_x rank-one fit explains {path.explained:.4f} of ||S_x||^2 "
+              f"(off-diagonal R^2 {path.r2_offdiagonal:.4f})")
     for item in ([args.out] if args.out else []) + plots:
         print(f"wrote {item}")
     return 0

@@ -106,7 +106,7 @@ def _shards_for(n_units: int, n_in: int = 16, per_unit: int = 4, seed: int = 0):
 
 @pytest.mark.parametrize("graph", ["small_world", "directed", "weighted"])
 def test_fused_sparse_kernel_equals_the_torch_sparse_path_with_replicas(graph, monkeypatch):
-    n = 80  # above DENSE_MAX_UNITS: the sparse form on both paths
+    n = forms.DENSE_MAX_UNITS + 16  # above it: the sparse form on both paths
     shards = _shards_for(n)
     arch = Architecture(depth=1, width=6, n_in=16, n_out=10)
     couplings = [Coupling.from_matrix(topology.coupling_matrix(topology.generate(graph, n, seed=s)))
@@ -172,3 +172,19 @@ def _held_arrays(obj, depth: int = 4) -> list:
     children += list(getattr(obj, "__dict__", {}).values()) if hasattr(obj, "__code__") else []
     children += list(obj) if isinstance(obj, (list, tuple)) else []
     return [a for child in children for a in _held_arrays(child, depth - 1)]
+
+
+def test_theory_on_a_sparse_q_equals_the_dense_q():
+    from decentral.theory import TheoryConfig, run_theory, stationary_linear
+
+    n = 300
+    q = topology.coupling_matrix(topology.generate("small_world", n, seed=3), sparse=True)
+    cfg = dict(depths=(0,), sigmas=np.array([0.5, 20.0]), protocols=("non-adiabatic",), n_units=n,
+               realizations=2, t_end=2.0, workers=1)
+    sparse_table = run_theory(TheoryConfig(q=q, **cfg))
+    dense_table = run_theory(TheoryConfig(q=q.toarray(), **cfg))
+    for column in ("m_abs_mean", "loss_mean", "accuracy_eff"):
+        np.testing.assert_allclose(sparse_table[column], dense_table[column], rtol=1e-6, atol=1e-9)
+    delta = np.random.default_rng(0).normal(size=n)
+    np.testing.assert_allclose(stationary_linear(delta, 30.0, 1e-3, q), stationary_linear(delta, 30.0, 1e-3, q.toarray()),
+                               rtol=1e-9, atol=1e-12)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 from scipy.linalg.blas import dger
 
 from ..errors import UserInputError
@@ -140,7 +141,12 @@ def stationary_linear(delta: np.ndarray, sigma: float, gamma: float, q=None) -> 
     delta = np.asarray(delta, dtype=float)
     n_units = delta.size
     q = np.ones((n_units, n_units)) - np.eye(n_units) if q is None else q
-    q = q.toarray() if sp.issparse(q) else np.asarray(q, dtype=float)
+    if sp.issparse(q):  # a sparse Q stays sparse: one sparse LU solve
+        q = sp.csr_array(q, dtype=float)
+        lap = sp.diags_array(np.asarray(q.sum(axis=1)).ravel()) - q
+        system = (1 + gamma) * sp.identity(n_units, format="csc") + (sigma / n_units) * sp.csc_array(lap)
+        return spla.spsolve(system, delta)
+    q = np.asarray(q, dtype=float)
     lap = np.diag(q.sum(axis=1)) - q
     return np.linalg.solve((1 + gamma) * np.eye(n_units) + (sigma / n_units) * lap, delta)
 

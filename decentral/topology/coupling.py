@@ -28,7 +28,7 @@ from .files import file_digest, read_graph
 from .matrix import coupling_matrix, mean_field, unit_order, warn_if_disconnected
 
 COMPLETE, SPARSE, DENSE = "complete", "sparse", "dense"
-DENSE_MAX_UNITS = 64  # up to this many units a non-complete Q runs as the dense operator
+DENSE_MAX_UNITS = 128  # up to this many units a non-complete Q runs as the dense operator (README)
 
 
 @dataclass(frozen=True, eq=False)
