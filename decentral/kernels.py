@@ -113,6 +113,11 @@ class LocalGrad:
         self._lr = np.float32(lr if sparse is None else sparse_lr)
         self.in_place = sparse is None  # sparse rows read their neighbours' old rows: out must not be theta
 
+    def _order(self, units: int) -> np.ndarray:
+        """The order units are handed to threads: a fixed shuffle in sparse form (a hub's many
+        neighbour rows would otherwise load one thread's contiguous block), else 0..U-1. Results
+        do not depend on it: each unit's row is computed alone."""
+        return _unit_order(units, self._crow.shape[0] > 0)
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
         y [U, B] holds the batches' classes."""
@@ -131,8 +136,16 @@ class LocalGrad:
         _match_threads()
         loss = np.empty(theta.shape[0], self._source.dtype)
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
-                     self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag)
+                     self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag,
+                     self._order(theta.shape[0]))
         return loss
+
+
+@functools.lru_cache(maxsize=8)
+def _unit_order(units: int, shuffled: bool) -> np.ndarray:
+    order = np.random.default_rng(0).permutation(units) if shuffled else np.arange(units)
+    order.flags.writeable = False
+    return order
 
 
 @functools.lru_cache(maxsize=8)
@@ -352,7 +365,7 @@ if numba is not None:
 
     @_compiled(parallel=True)
     def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr,
-                     crow, col, weight, diag):
+                     crow, col, weight, diag, order):
         """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
         then Eq. 2: in mean-field form when alpha and c hold one value per replica, in sparse form
         when crow holds W's row pointers (see `LocalGrad`). The tile [R, n_in] stays in the core's
@@ -362,7 +375,8 @@ if numba is not None:
         mean_field, sparse = alpha.shape[0] > 0, crow.shape[0] > 0
         per_replica = theta.shape[0] // max(alpha.shape[0], 1)
         total = _replica_sums(theta, alpha.shape[0]) if mean_field else theta[:0]  # [R, P]
-        for u in numba.prange(rows.shape[0]):
+        for i in numba.prange(rows.shape[0]):
+            u = order[i]  # units in `order`: each thread's share of the units (and their edges) evens out
             tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
             for b in range(batch):
                 tile[b, :] = source[rows[u, b], :]

@@ -70,7 +70,7 @@ def test_sparse_form_with_one_q_per_replica():
 
 
 def test_mean_field_form_equals_reference_above_the_dense_size():
-    n = 100
+    n = forms.DENSE_MAX_UNITS + 50  # above it the complete graph takes the mean-field form
     gen = torch.Generator().manual_seed(5)
     theta, grad = torch.randn(2, n, 8, generator=gen), torch.randn(2, n, 8, generator=gen)
     sigma = sigma_tensor([5.0, 300.0], 2, "cpu")
