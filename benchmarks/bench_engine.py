@@ -19,13 +19,12 @@ machine is quiet).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 
-from decentral import kernels
+from decentral import backends, kernels
 from decentral.topology import Coupling, mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
 from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
@@ -37,16 +36,14 @@ SIGMA = 30.0
 
 def engine_windows(arch, shards, batches: str, kernel_mode: str = "fused"):
     """window(n_steps) -> steps/s of the engine over the next n_steps (state carried on), on the
-    fused CPU kernels ("fused") or on its PyTorch path ("torch"); the step is built under that
-    setting, since make_stepper decides once."""
+    numba backend ("fused") or on the PyTorch one ("torch", as DECENTRAL_KERNELS=torch)."""
     n = shards.n_units
-    os.environ[kernels.KERNELS_ENV] = kernel_mode
+    backend = backends.NUMBA if kernel_mode == "fused" else backends.TORCH
     stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(n)),
-                           sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper(batches=batches))
+                           sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper(batches=batches), backend)
     state = [stepper.advance(init_state(arch, [0], n), 50)]  # warm-up
 
     def window(n_steps: int) -> float:
-        os.environ[kernels.KERNELS_ENV] = kernel_mode
         start = time.perf_counter()
         state[0] = stepper.advance(state[0], n_steps)
         return n_steps / (time.perf_counter() - start)
@@ -108,7 +105,7 @@ def main() -> None:
           f"of {args.steps} engine / {max(args.steps // 10, 50)} loop steps")
     print(f"{'D':>2} {'engine steps/s':>15} {'per-unit loop steps/s':>22} {'ratio':>7} {'engine best':>12}"
           f" {'engine, PyTorch path':>21} {'kernel gain':>12}")
-    fused = "fused" if kernels.numba is not None else "torch"
+    fused = "fused" if kernels.available() else "torch"
     for depth in (0, 1, 2):
         arch = Architecture(depth=depth)
         sides = (engine_windows(arch, shards, args.batches, fused), loop_windows(arch, shards, args.batches),

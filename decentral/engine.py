@@ -5,7 +5,7 @@ returns a stepper closed over the data and the coupling, whose `step(state) -> s
 step and `advance(state, n) -> state` takes n. Replicas are independent ensembles (different
 seeds, sigma or Q) advanced together; a single run is R=1. Float32 CPU steps run the local
 gradient and Eq. 2 in one kernel pass per unit (`FusedKernel`); otherwise a `StepLoop` takes
-:func:`decentral.model.loss_and_grad` plus Eq. 2 in the form the run's
+the backend's `loss_and_grad` (`decentral.backends`) plus Eq. 2 in the form the run's
 :class:`~decentral.topology.Coupling` names (`decentral.forms`).
 """
 
@@ -17,9 +17,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import kernels
+from . import backends
+from .backends import Backend, NumbaBackend
 from .data import Shards
-from .model import Architecture, UnitBatches, init_params, loss_and_grad
+from .model import Architecture, UnitBatches, init_params
 from .streams import BatchIndexer, init_generator
 from .forms import Couplings, kernel_coupling, step_apply
 
@@ -101,10 +102,10 @@ class FusedKernel:
     (sparse form) and the buffers swap. The hot loop touches numpy views only."""
 
     def __init__(self, arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
-                 sigma: torch.Tensor, hyper: Hyper):
+                 sigma: torch.Tensor, hyper: Hyper, backend: NumbaBackend = backends.NUMBA):
         train = shards.train
         form = kernel_coupling(coupling, sigma, hyper.lr, hyper.weight_decay)  # mean_field=... or sparse=...
-        self.kernel = kernels.LocalGrad(arch.layer_shapes, train.x, train.y, **form)
+        self.kernel = backend.coupled_kernel(arch, train.x, train.y, form)
         self.indexer = unit_indexer(shards, seeds, hyper.batch_size, hyper.batches, "cpu")
 
     def step(self, state: EngineState) -> EngineState:
@@ -131,16 +132,19 @@ def make_stepper(
     sigma: torch.Tensor,
     seeds: Sequence[int],
     hyper: Hyper = Hyper(),
+    backend: Backend | None = None,
 ) -> Stepper:
     """Simultaneous explicit Euler steps of Eq. 2 for all units: `step(state)` takes one,
     `advance(state, n)` takes n.
 
     coupling: one Coupling for every replica or one per replica [R]; sigma [R, 1, 1]; shards on
-    the engine's device; seeds [R]. Whether the fused CPU kernel runs (DECENTRAL_KERNELS, device,
-    dtype) and Eq. 2's form (the coupling's kind, `decentral.forms`) are decided here, once.
+    the engine's device; seeds [R]; backend: the gradient backend (default: `backends.select`
+    for the shards' device and dtype). Whether the fused kernel runs (the backend) and Eq. 2's
+    form (the coupling's kind, `decentral.forms`) are decided here, once.
     """
-    if kernels.usable(shards.train.x):  # gradient and Eq. 2 in one pass
-        return FusedKernel(arch, shards, seeds, coupling, sigma, hyper)
+    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype)
+    if backend.fuses_coupling:  # gradient and Eq. 2 in one pass
+        return FusedKernel(arch, shards, seeds, coupling, sigma, hyper, backend)
     apply = step_apply(coupling, sigma, shards.n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
@@ -148,7 +152,7 @@ def make_stepper(
         theta = state.theta  # [R, N, P]
         inputs, y = batches(state.step)  # UnitBatches of R*N units, [R*N, B]
         flat = theta.reshape(-1, theta.shape[-1])  # [R*N, P]
-        _, grad = loss_and_grad(arch, flat, inputs, y, with_loss=False)
+        _, grad = backend.loss_and_grad(arch, flat, inputs, y, with_loss=False)
         return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)  # [R, N, P]
 
     return StepLoop(step_fn)

@@ -16,11 +16,12 @@ from typing import Sequence
 
 import torch
 
-from . import kernels
+from . import backends
+from .backends import Backend
 from .data import Shards
 from .engine import EngineState, FusedKernel, Hyper, StepLoop, Stepper, batch_source, init_theta
 from .forms import Couplings, step_apply
-from .model import Architecture, loss_and_grad
+from .model import Architecture
 
 class SharedBatches:
     """First-layer products for replicas laid out [K, S, N] whose S replicas of seed k share
@@ -66,14 +67,17 @@ def init_ensemble(arch: Architecture, seeds: Sequence[int], per_seed: int, n_uni
 
 
 def make_ensemble_stepper(arch: Architecture, shards: Shards, coupling: Couplings, sigma: torch.Tensor,
-                          seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper()) -> Stepper:
+                          seeds: Sequence[int], per_seed: int, hyper: Hyper = Hyper(),
+                          backend: Backend | None = None) -> Stepper:
     """A stepper (see `engine.make_stepper`) for replicas laid out as len(seeds) x per_seed (seed-major).
 
     coupling: one Coupling for all replicas or one per replica [R]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    if kernels.usable(shards.train.x):  # CPU kernels: one kernel pass per unit beats the shared GEMMs
-        return FusedKernel(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper)
+    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype)
+    if backend.fuses_coupling:  # CPU kernels: one kernel pass per unit beats the shared GEMMs
+        return FusedKernel(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper,
+                           backend)
     apply = step_apply(coupling, sigma, n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)
 
@@ -83,7 +87,7 @@ def make_ensemble_stepper(arch: Architecture, shards: Shards, coupling: Coupling
         b = y.shape[-1]
         shared = SharedBatches(inputs.x.view(n_seeds, n_units, b, -1), per_seed)  # x as [K, N, B, I]
         labels = y.view(n_seeds, 1, n_units, b).expand(-1, per_seed, -1, -1).reshape(-1, b)  # [R*N, B]
-        _, grad = loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
+        _, grad = backend.loss_and_grad(arch, theta.reshape(-1, theta.shape[-1]), shared, labels, with_loss=False)
         return EngineState(apply(theta, grad.view_as(theta)), state.step + 1)
 
     return StepLoop(step_fn)

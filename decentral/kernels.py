@@ -18,10 +18,9 @@ neighbours' rows at t (the engine swaps the two buffers every step).
 batches on other graphs run it as one wide MKL GEMM): everything above the first layer, ~90 us
 against ~280 us of PyTorch ops per step for N=10, D=2.
 
-`decentral.model.loss_and_grad` uses them for float32 CPU tensors when numba imports and
-DECENTRAL_KERNELS is not "torch"; its PyTorch path (GPU, other dtypes, or
-DECENTRAL_KERNELS=torch) is the reference that tests hold these kernels to. Compiled once per
-machine and cached beside this file (numba's cache=True).
+`decentral.backends` offers them as the "numba" gradient backend for float32 CPU work; the
+"torch" backend, `decentral.model.loss_and_grad`, is the reference that tests hold these
+kernels to. Compiled once per machine and cached beside this file (numba's cache=True).
 """
 
 from __future__ import annotations
@@ -33,22 +32,15 @@ import threading
 import numpy as np
 import torch
 
-from .errors import UserInputError
-
 try:  # numba is a dependency; without it (or when disabled) the PyTorch path runs
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" forces the PyTorch path everywhere
 
-
-def usable(theta: torch.Tensor) -> bool:
-    """True when the fused kernel can take this step: numba present, CPU float32, not disabled."""
-    mode = os.environ.get(KERNELS_ENV, "fused")
-    if mode not in ("fused", "torch"):
-        raise UserInputError(f"{KERNELS_ENV}={mode!r}: expected 'fused' (the default) or 'torch'")
-    return numba is not None and theta.device.type == "cpu" and theta.dtype == torch.float32 and mode == "fused"
+def available() -> bool:
+    """True where numba imports (the kernels can compile)."""
+    return numba is not None
 
 
 @functools.lru_cache(maxsize=16)

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import kernels
-
 
 @dataclass(frozen=True)
 class Architecture:
@@ -131,7 +129,7 @@ class UnitBatches:
     """Each unit's own batch, given as rows of a source matrix: unit u trains on source[rows[u]].
 
     The engine passes the training split and the step's batch indices, so no batch tensor is
-    gathered on the fused CPU path (`kernels.local_grad` copies each unit's rows into a tile of
+    gathered on the numba backend (`kernels.local_grad` copies each unit's rows into a tile of
     its own); the PyTorch path gathers x [U, B, n_in] once, on first use. `loss_and_grad` touches
     the inputs only here; `decentral.ensemble.SharedBatches` is the same contract for replicas
     that share a batch (one wide GEMM per batch).
@@ -179,26 +177,19 @@ def loss_and_grad(
     theta [U, P], x [U, B, n_in] or UnitBatches (or an object with its forward/weight_grad
     contract), y [U, B] (class indices). with_loss=False skips the loss (returns None for it).
 
-    Float32 CPU units on their own batches take one fused numba kernel (`kernels.local_grad`).
-    Otherwise (GPU, other dtypes, DECENTRAL_KERNELS=torch, shared batches) the first layer runs
-    as batched GEMMs, the layers above on `kernels.upper_grad` or PyTorch ops; activations are
-    kept transposed, [U, width, B], so every product is W @ h with W as stored (measured ~2x
-    faster than h @ W^T for these thin layers).
+    The PyTorch reference of every gradient backend (`decentral.backends`): the first layer
+    runs as batched GEMMs through the inputs' contract, the layers above as PyTorch ops;
+    activations are kept transposed, [U, width, B], so every product is W @ h with W as stored
+    (faster than h @ W^T for these thin layers).
     """
     inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
     grad = torch.empty_like(theta)
-    fused = kernels.usable(theta)
-    if fused and isinstance(inputs, UnitBatches):  # the whole local gradient, one kernel
-        return kernels.local_grad(arch.layer_shapes, theta, grad, inputs.source, inputs.rows, y, with_loss), grad
     layers = layer_views(arch, theta)
     z0 = inputs.forward(*layers[0])  # first-layer outputs, transposed [U, width, B]
     grad_layers = layer_views(arch, grad)
-    if fused:  # one fused CPU kernel for the small layers (same math)
-        loss, delta = kernels.upper_grad(arch.layer_shapes, theta, grad, z0, y, with_loss)
-    else:
-        loss, delta = _upper_grad(layers, grad_layers, z0, y, with_loss)
+    loss, delta = _upper_grad(layers, grad_layers, z0, y, with_loss)
     inputs.weight_grad(delta, grad_layers[0][0])  # the first layer meets the inputs
     return loss, grad
 

@@ -1,5 +1,5 @@
-"""The fused CPU kernels (a unit's whole local gradient; the layers above the first), held to
-the PyTorch path."""
+"""The numba gradient backend (a unit's whole local gradient; the layers above the first), held to
+the PyTorch reference, and the backend choice."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import kernels
+from decentral import backends, kernels
 from decentral.errors import UserInputError
-from decentral.model import Architecture, UnitBatches, init_params, loss_and_grad
+from decentral.model import Architecture, UnitBatches, init_params
+from decentral.model import loss_and_grad as reference
+
+loss_and_grad = backends.NUMBA.loss_and_grad
 from decentral.streams import init_generator
 
 pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba not installed")
@@ -25,9 +28,7 @@ def _problem(depth: int, units: int = 3, batch: int = 7):
 
 
 def _torch_path(monkeypatch, *args, **kwargs):
-    with monkeypatch.context() as patch:
-        patch.setenv(kernels.KERNELS_ENV, "torch")
-        return loss_and_grad(*args, **kwargs)
+    return reference(*args, **kwargs)
 
 
 class _OwnContract:
@@ -47,7 +48,7 @@ class _OwnContract:
 @pytest.mark.parametrize("depth", [0, 1, 2, 3])
 def test_whole_gradient_kernel_equals_the_pytorch_path(depth, monkeypatch):
     arch, theta, x, y = _problem(depth)
-    assert kernels.usable(theta)
+    assert backends.select(theta.device, theta.dtype) is backends.NUMBA
     loss, grad = loss_and_grad(arch, theta, x, y)
     ref_loss, ref_grad = _torch_path(monkeypatch, arch, theta, x, y)
     scale = ref_grad.abs().max()
@@ -98,10 +99,10 @@ def test_fused_kernel_handles_other_widths_and_batches(width, batch, monkeypatch
 
 
 def test_kernel_is_skipped_where_it_does_not_apply(monkeypatch):
-    _, theta, _, _ = _problem(1)
-    assert not kernels.usable(theta.double())
-    monkeypatch.setenv(kernels.KERNELS_ENV, "torch")
-    assert not kernels.usable(theta)
+    assert backends.select("cpu", torch.float64) is backends.TORCH
+    assert backends.select("meta") is backends.TORCH  # any device but the CPU
+    monkeypatch.setenv(backends.KERNELS_ENV, "torch")
+    assert backends.select("cpu") is backends.TORCH
 
 
 @pytest.mark.parametrize("where", [784 * 20 + 20 + 5, 3 * 784 + 100])  # second layer's W[0, 5]; first layer's W[3, 100]
@@ -116,9 +117,9 @@ def test_nan_parameters_propagate_as_in_pytorch(where, monkeypatch):
 
 
 def test_unknown_kernel_choice_is_rejected(monkeypatch):
-    monkeypatch.setenv(kernels.KERNELS_ENV, "fast")
+    monkeypatch.setenv(backends.KERNELS_ENV, "fast")
     with pytest.raises(UserInputError, match="DECENTRAL_KERNELS='fast'"):
-        kernels.usable(torch.zeros(1, 3))
+        backends.select("cpu")
 
 
 def test_kernel_compiles_without_a_writable_cache(monkeypatch):

@@ -15,6 +15,7 @@ import warnings
 import ray
 import torch
 
+from .. import backends
 from ..threads import limit as limit_threads
 from . import block as B
 from .gossip import Aborted, Inbox, Traffic, publish, resolve
@@ -32,6 +33,7 @@ class UnitActor:
         self.checkpoint_every = checkpoint_every
         self.data = source.load(plan_block.units)  # on this node, from the data root
         self.indexer = B.make_indexer(hyper, plan_block.units, self.data)
+        self.backend = backends.select("cpu")  # the gradient backend, chosen once per actor
         self.q_rows = torch.as_tensor(plan_block.q_rows, dtype=torch.float32)  # [n, M]
         self.degree = torch.as_tensor(plan_block.degree, dtype=torch.float32).unsqueeze(1)  # [n, 1]
         self.send_rows = None if plan_block.raw else torch.as_tensor(plan_block.send_rows,
@@ -77,7 +79,7 @@ class UnitActor:
             if coupled and self.readers:
                 sent = B.payload(self.theta, self.send_rows).numpy()  # [k, P]
                 publish(ray, self.readers, self.plan.index, t, sent, self.inbox.epoch, self.traffic)
-            grad = B.local_gradient(self.arch, self.theta, self.data, self.indexer, t)  # [n, P]
+            grad = B.local_gradient(self.arch, self.theta, self.data, self.indexer, t, self.backend)  # [n, P]
             if coupled:
                 payloads = [torch.from_numpy(a) for a in await self._neighbours(t)]  # [k_B, P] each
                 sources = torch.cat([self.theta, *payloads])  # [M, P], M = n + sum k_B

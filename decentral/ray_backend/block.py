@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..engine import init_theta
-from ..model import Architecture, UnitBatches, init_params, loss_and_grad
+from ..model import Architecture, UnitBatches, init_params
 from ..observables import test_metrics
 from ..streams import BatchIndexer, init_generator
 from ..update import euler_step
@@ -52,11 +52,11 @@ def make_indexer(hyper: BlockHyper, units, data: BlockData) -> BatchIndexer:
                         scheme=hyper.batches)
 
 
-def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: int) -> torch.Tensor:
-    """Gradient [n, P] of each unit's loss on its batch of step `step`."""
+def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: int, backend) -> torch.Tensor:
+    """Gradient [n, P] of each unit's loss on its batch of step `step` (backend: `decentral.backends`)."""
     idx = indexer.indices(step)  # [n, B]
     y = data.train.y.index_select(0, idx.reshape(-1)).view(idx.shape)  # [n, B]
-    _, grad = loss_and_grad(arch, theta, UnitBatches(data.train.x, idx), y)
+    _, grad = backend.loss_and_grad(arch, theta, UnitBatches(data.train.x, idx), y)
     return grad
 
 
