@@ -5,18 +5,16 @@ Per unit, in parallel over units on PyTorch's thread count (numba's prange): cop
 rows into a tile [B, 784] of its own, the first layer's forward product, ReLU, the small layers,
 softmax and backward, then the first layer's weight gradient. The tile stays in the core's
 cache from the copy to the last product, and no batch tensor, first-layer output or gradient
-temporary is ever materialized: measured 1.26-1.30x the engine's steps/s over gathering the
-batch and running the first layer on MKL (D = 0, 1, 2, same process, alternating windows).
-The first layer's products are register-blocked loops (`_tile_forward`, `_tile_weight_grad`),
-~19 us and ~25 us per unit on one core for the paper's 784 x 20 layer at batch 32. Given Eq. 2
+temporary is ever materialized (README's benchmarks give what this buys over MKL GEMMs).
+The first layer's products are register-blocked loops (`_tile_forward`, `_tile_weight_grad`).
+Given Eq. 2
 it then updates each unit's row right away (`engine.FusedKernel`): on the complete graph in
 mean-field form, in place on one copy of the parameters; on any other graph in sparse form from
 W's CSR rows (`update.sparse_operator`), into a second buffer, since unit i's new row needs its
 neighbours' rows at t (the engine swaps the two buffers every step).
 
 :func:`upper_grad` serves inputs that meet the first layer elsewhere (an ensemble's shared
-batches on other graphs run it as one wide MKL GEMM): everything above the first layer, ~90 us
-against ~280 us of PyTorch ops per step for N=10, D=2.
+batches run it as one wide MKL GEMM): everything above the first layer.
 
 `decentral.backends` offers them as the "numba" gradient backend for float32 CPU work; the
 "torch" backend, `decentral.model.loss_and_grad`, is the reference that tests hold these

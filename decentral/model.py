@@ -5,8 +5,8 @@ D = 0 is `Linear(784, 10)` (softmax regression). Biases everywhere. Each unit's 
 one flat row in PyTorch's `nn.Module.parameters()` order (weight [out, in], then bias [out],
 layer by layer), so a row loads straight into the equivalent `nn.Sequential`.
 
-The backward pass is written by hand for cross-entropy with stacked weights: it is several
-times faster than autograd on tiny layers, where per-op overhead dominates.
+The backward pass is written by hand for cross-entropy with stacked weights: on tiny layers
+autograd's per-op overhead dominates.
 """
 
 from __future__ import annotations
@@ -79,8 +79,7 @@ class SharedInputs:
 
     Pixels that are zero in every image are dropped (their products are exact zeros; MNIST's
     test set has 116 of 784), and a row of ones carries the bias, so the first layer is one
-    plain GEMM [U*H, K+1] x [K+1, T] with no separate bias pass. Measured ~20% faster than the
-    plain fused-bias product on the 10,000 test images."""
+    plain GEMM [U*H, K+1] x [K+1, T] with no separate bias pass (README: what it saves)."""
 
     def __init__(self, x: torch.Tensor):
         self.live = torch.nonzero((x != 0).any(dim=0)).flatten()  # [K] pixels that are ever nonzero
@@ -232,7 +231,7 @@ def per_sample_scores(
     (or its :func:`shared_inputs`)."""
     logits = transposed_logits(arch, theta, x)  # [U, C, T]
     loss = F.cross_entropy(logits, y.expand(logits.shape[0], -1), reduction="none")
-    correct = (logits.max(dim=1).indices == y).to(theta.dtype)  # argmax (first max), 6x faster on dim 1
+    correct = (logits.max(dim=1).indices == y).to(theta.dtype)  # argmax (first max) over classes
     return loss, correct
 
 

@@ -75,6 +75,7 @@ def finite_replicas(theta: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(theta).flatten(1).all(dim=1)
 
 
-def cumulative_cross_accuracy(a_x: np.ndarray) -> np.ndarray:
-    """S_x [N, C]: the sum over sigma values of run-averaged A_x given as [S, N, C]."""
+def measured_s_x(a_x: np.ndarray) -> np.ndarray:
+    """S_x [N, C] of a sweep: the sum over sigma values of run-averaged A_x given as [S, N, C]
+    (the effective theory's counterpart is `theory.learning_path.theory_s_x`)."""
     return np.asarray(a_x, dtype=float).sum(axis=0)

@@ -48,7 +48,7 @@ def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
     return sim.theta, meas
 
 
-def summarize(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement) -> dict:
+def run_summary(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement) -> dict:
     """The run's summary (replica 0): config echo, time-averaged observables, A_x, L_x."""
     averages = meas.time_average(theta.shape[0])
     cross_loss, cross_acc = final_cross_scores(problem.arch, theta, problem.test)
@@ -133,7 +133,7 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
     else:
         theta, meas = run_local(cfg, problem, resume)
         extra = {}
-    summary = {**summarize(cfg, problem, theta, meas), **extra}
+    summary = {**run_summary(cfg, problem, theta, meas), **extra}
     if cfg.out:
         save_run(cfg.out, cfg, summary, meas)
     return summary

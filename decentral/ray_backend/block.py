@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..engine import init_theta
 from ..model import Architecture, UnitBatches, init_params
 from ..observables import test_metrics
 from ..streams import BatchIndexer, init_generator
@@ -39,11 +38,6 @@ class BlockHyper:
 def initial_block(arch: Architecture, hyper: BlockHyper, units) -> torch.Tensor:
     """theta(0) of the hosted units [n, P]: rows of `engine.init_theta`, built only for them."""
     return init_params(arch, [init_generator(hyper.seed, u) for u in units], hyper.init)
-
-
-def full_initial(arch: Architecture, hyper: BlockHyper) -> torch.Tensor:
-    """theta(0) of all units [N, P] (reference for tests)."""
-    return init_theta(arch, [hyper.seed], hyper.n_units, hyper.init)[0]
 
 
 def make_indexer(hyper: BlockHyper, units, data: BlockData) -> BatchIndexer:

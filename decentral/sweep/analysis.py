@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..observables import cumulative_cross_accuracy, rank_one, rank_one_r2
+from ..observables import measured_s_x, rank_one, rank_one_r2
 from .store import atomic_write_json, load_results
 
 
@@ -34,7 +34,7 @@ def cumulative_by_depth(frame, cross: np.ndarray) -> list[dict]:
         for depth in sorted(block["depth"].unique()):
             mask = frame.index.isin(block.index[block["depth"] == depth])
             sigmas, a_x = mean_cross_accuracy(frame, cross, mask)
-            s_by_depth[int(depth)] = (cumulative_cross_accuracy(a_x), len(sigmas))
+            s_by_depth[int(depth)] = (measured_s_x(a_x), len(sigmas))
         reference = s_by_depth.get(0, (None,))[0]
         for depth, (s_x, n_sigma) in s_by_depth.items():
             finite = np.isfinite(s_x).all()

@@ -93,7 +93,3 @@ def _pending(protocol, depth, topology, seed, n_sigma, done: set[str], root: Pat
 
 def count_points(groups: list[Group]) -> int:
     return sum(len(g.seeds) * len(g.sigma_indices) for g in groups)
-
-
-def count_replica_steps(groups: list[Group], steps_per_point: int) -> int:
-    return count_points(groups) * steps_per_point

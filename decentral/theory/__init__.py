@@ -14,7 +14,7 @@ Public API::
 """
 
 from .config import PROTOCOLS, TheoryConfig, load_delta, paper_sigma_grid
-from .learning_path import (LearningPath, cumulative_cross_accuracy, explained_fraction,
+from .learning_path import (LearningPath, theory_s_x, explained_fraction,
                             learning_path, offdiagonal_r2, rank_one, ranking)
 from .model import (EffectiveRHS, coupling_term, cross_accuracy_d0, effective_loss, moments,
                     stationary_d0, stationary_linear)
@@ -23,7 +23,7 @@ from .rk45 import BatchSolution, FunctionRHS, integrate
 
 __all__ = [
     "PROTOCOLS", "TheoryConfig", "load_delta", "paper_sigma_grid", "LearningPath",
-    "cumulative_cross_accuracy", "explained_fraction", "learning_path", "offdiagonal_r2",
+    "theory_s_x", "explained_fraction", "learning_path", "offdiagonal_r2",
     "rank_one", "ranking", "EffectiveRHS", "coupling_term", "cross_accuracy_d0",
     "effective_loss", "moments", "stationary_d0", "stationary_linear", "COLUMNS", "run_theory",
     "BatchSolution", "FunctionRHS", "integrate",

@@ -13,9 +13,8 @@ from ..lowrank import explained_fraction, offdiagonal_r2, rank_one
 from .model import cross_accuracy_d0
 
 
-def cumulative_cross_accuracy(delta: np.ndarray, sigmas: np.ndarray, gamma: float,
-                              method: str = "sum") -> np.ndarray:
-    """S_x = sum over the grid of A_x(sigma) ("sum", as the authors' notebooks) or the
+def theory_s_x(delta: np.ndarray, sigmas: np.ndarray, gamma: float, method: str = "sum") -> np.ndarray:
+    """S_x of the effective theory (Eq. 8, D = 0) for one disorder sequence delta: sum over the grid of A_x(sigma) ("sum", as the authors' notebooks) or the
     trapezoid integral over sigma ("integral", the paper's formula). [N] -> [N, N]"""
     sigmas = np.asarray(sigmas, dtype=float)
     stack = np.stack([cross_accuracy_d0(delta, s, gamma) for s in sigmas])  # [S, N, N]
@@ -50,6 +49,6 @@ class LearningPath:
 def learning_path(delta: np.ndarray, sigmas: np.ndarray, gamma: float,
                   method: str = "sum") -> LearningPath:
     """Eq. 8 summed over sigma, with its rank-one SVD truncation."""
-    s_x = cumulative_cross_accuracy(delta, sigmas, gamma, method)
+    s_x = theory_s_x(delta, sigmas, gamma, method)
     fit = rank_one(s_x)
     return LearningPath(s_x, fit, explained_fraction(s_x), offdiagonal_r2(s_x, fit))

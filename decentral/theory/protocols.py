@@ -169,13 +169,13 @@ def _submit(cfg: TheoryConfig, pool, depth: int, protocol: str):
     return lambda: _Observed(*np.concatenate([f.result() for f in futures], axis=2))
 
 
-def observe(cfg: TheoryConfig, depth: int, protocol: str) -> _Observed:
+def integrate_protocol(cfg: TheoryConfig, depth: int, protocol: str) -> _Observed:
     """Integrate one (depth, protocol) over the whole sigma grid and all realizations."""
     with _pool(cfg) as pool:
         return _submit(cfg, pool, depth, protocol)()
 
 
-def summarize(cfg: TheoryConfig, depth: int, protocol: str, obs: _Observed) -> pd.DataFrame:
+def protocol_table(cfg: TheoryConfig, depth: int, protocol: str, obs: _Observed) -> pd.DataFrame:
     """Mean and std over realizations; loss normalized by its mean at sigma_min."""
     m_abs = np.abs(obs.m_time_mean)  # [S, R]
     loss_mean, loss_std = obs.loss.mean(axis=1), obs.loss.std(axis=1)  # [S]
@@ -231,5 +231,5 @@ def run_theory(cfg: TheoryConfig | None = None) -> pd.DataFrame:
         # Adiabatic runs are sequential in sigma: queue them first so they start early.
         order = sorted(keys, key=lambda key: (key[1] != "adiabatic", -key[0]))
         gather = {key: _submit(cfg, pool, *key) for key in order}
-        tables = [summarize(cfg, *key, gather[key]()) for key in keys]
+        tables = [protocol_table(cfg, *key, gather[key]()) for key in keys]
     return pd.concat(tables, ignore_index=True)
