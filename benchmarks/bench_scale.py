@@ -4,8 +4,8 @@ For N = 10, 100, 1,000, 10,000 and the complete graph (no file, the default), a 
 small-world graph (Watts-Strogatz, degree 4, rewire 0.1) and a scale-free graph
 (Barabasi-Albert, mean degree 4), D = 1, `--partition k-classes` (2 classes per unit), batch 32:
 each graph is written as a file by `topology.generate`/`write_graph` (what `decentral topology
-generate` does) and read back by `run.prepare`, and the step is `engine.make_step_fn` on the
-run's Coupling with RunConfig's defaults, advanced by `run_steps` in blocks of at most
+generate` does) and read back by `problem.prepare`, and the step is `engine.make_stepper` on the
+run's Coupling with RunConfig's defaults, advanced by `stepper.advance` in blocks of at most
 --eval-every steps, as `decentral run` does (evaluation excluded, as in its steps_per_second).
 
 Prints steps/s, unit-steps/s (steps/s x N) and the share of a step spent in Eq. 2's coupling:
@@ -30,9 +30,9 @@ import torch
 from decentral import kernels, topology
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
-from decentral.engine import Hyper, init_state, make_step_fn, run_steps, sigma_tensor
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
 from decentral.evaluation import make_evaluator
-from decentral.run import prepare
+from decentral.problem import prepare
 from decentral.streams import BatchIndexer
 
 GRAPHS = {"complete": None, "ring": ("ring", {}), "small_world": ("small_world", {"degree": 4}),
@@ -47,12 +47,12 @@ def graph_file(name: str, n: int, folder: Path) -> str | None:
     return str(topology.write_graph(topology.generate(kind, n, 0, **kw), folder / f"{name}_{n}.edgelist"))
 
 
-def timed_blocks(step_fn, state, block: int, windows: int) -> tuple[float, object]:
+def timed_blocks(stepper, state, block: int, windows: int) -> tuple[float, object]:
     """Median seconds per step over `windows` blocks of `block` steps."""
     times = []
     for _ in range(windows):
         start = time.perf_counter()
-        state = run_steps(step_fn, state, block)
+        state = stepper.advance(state, block)
         times.append((time.perf_counter() - start) / block)
     return statistics.median(times), state
 
@@ -78,13 +78,13 @@ def measure(n: int, name: str, data, folder: Path, state0, args) -> dict:
     cfg = RunConfig(units=n, depth=1, sigma=SIGMA, partition="k-classes", topology=graph_file(name, n, folder),
                     test_samples=100).validate()
     problem = prepare(cfg, data)
-    step_fn = make_step_fn(problem.arch, problem.shards, problem.coupling, sigma_tensor(cfg.sigma, 1, "cpu"),
+    stepper = make_stepper(problem.arch, problem.shards, problem.coupling, sigma_tensor(cfg.sigma, 1, "cpu"),
                            [cfg.seed], Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     start = time.perf_counter()
-    state = run_steps(step_fn, state0, 1)  # warm-up, and the block length: ~args.block seconds,
+    state = stepper.advance(state0, 1)  # warm-up, and the block length: ~args.block seconds,
     first = time.perf_counter() - start  # at most eval_every steps (run_phases advances no more at a time)
     block = max(1, min(cfg.eval_every, round(args.block / first)))
-    seconds, state = timed_blocks(step_fn, state, block, args.windows)
+    seconds, state = timed_blocks(stepper, state, block, args.windows)
     grad_seconds = gradient_only_seconds(problem, cfg, state.theta, block, args.windows)
     return {"N": n, "graph": name, "kind": problem.coupling.kind, "edges": _edges(problem.coupling),
             "steps_per_s": 1 / seconds, "unit_steps_per_s": n / seconds,
@@ -105,11 +105,11 @@ def evaluation_cost(data, n: int = 1000) -> tuple[float, float]:
     start = time.perf_counter()
     evaluator(state.theta)
     evaluation = time.perf_counter() - start
-    step_fn = make_step_fn(problem.arch, problem.shards, problem.coupling, sigma_tensor(SIGMA, 1, "cpu"),
+    stepper = make_stepper(problem.arch, problem.shards, problem.coupling, sigma_tensor(SIGMA, 1, "cpu"),
                            [cfg.seed], Hyper())
-    state = run_steps(step_fn, state, 1)
+    state = stepper.advance(state, 1)
     start = time.perf_counter()
-    run_steps(step_fn, state, 5)
+    stepper.advance(state, 5)
     return evaluation, (time.perf_counter() - start) / 5
 
 
