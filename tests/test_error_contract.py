@@ -74,3 +74,17 @@ def test_theory_cost_growing_with_sigma_is_refused_or_warned(capsys):
     assert_one_line_error([*base, "--sigma", "1e9"], capsys, "RK45 steps.*lower --sigma or --t-end")
     with pytest.warns(RuntimeWarning, match="RK45 steps"):  # warned before the time is spent
         check_cost(TheoryConfig(depths=(0,), sigmas=[1e5], realizations=2, n_units=3))
+
+
+@pytest.mark.slow
+def test_download_without_internet_is_one_line(tmp_path, capsys):
+    """Where the download cannot reach its mirrors (no network here): one line, exit 2."""
+    import socket
+
+    try:
+        socket.create_connection(("ossci-datasets.s3.amazonaws.com", 443), timeout=3).close()
+        pytest.skip("the internet is reachable here")
+    except OSError:
+        pass
+    assert_one_line_error(["run", "--data-root", tmp_path, "--download", "--units", "4"], capsys,
+                          "MNIST files missing .* download .* failed")

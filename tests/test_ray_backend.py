@@ -22,13 +22,16 @@ N = 4
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
+    from decentral.ray_backend.cluster import LOCAL_IP, loopback_only
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(_node_ip_address="127.0.0.2", num_cpus=2, include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
+    with loopback_only(started):  # local Ray on loopback only, as `decentral run` starts it
+        if started:
+            ray.init(_node_ip_address=LOCAL_IP, num_cpus=2, include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False)
+        yield ray
+        if started:
+            ray.shutdown()
 
 
 def make_problem(synthetic_data, q=None) -> Problem:

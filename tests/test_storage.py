@@ -166,3 +166,49 @@ def test_npz_reader_refuses_pickles(tmp_path):
     np.savez(path, x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(UserInputError, match="a.npz"):
         storage.read_npz(path)
+
+
+@pytest.mark.slow
+def test_sigkill_during_cli_runs_never_leaves_a_partial_run(tmp_path, mnist_root):
+    """`decentral run --out DIR --overwrite` killed at random moments (training or saving):
+    DIR is absent or a complete run."""
+    import random
+    import time
+
+    from decentral.run import load_run
+
+    rng, out = random.Random(7), tmp_path / "run"
+    env = {**os.environ, "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "decentral", "run", *SMALL_RUN, "--out", str(out), "--overwrite"]
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 12.0))
+        proc.kill()
+        proc.wait(timeout=30)
+        if out.exists():
+            summary, series, config = load_run(out)
+            assert summary["units"] == 4 and config["units"] == 4 and len(series) >= 1
+
+
+def test_sweep_manifest_without_points_never_blocks(tmp_path):
+    """A sweep that stopped before its first point leaves a manifest any config may take over;
+    once a point is finished, a different config is refused and the same one needs --resume."""
+    from decentral.sweep.store import open_store, write_point
+
+    root = tmp_path / "s"
+    open_store(root, {"sigma": [1]}, "aaaa", resume=False)
+    open_store(root, {"sigma": [2]}, "bbbb", resume=False)  # taken over: nothing to lose
+    write_point(root, {"point_id": "p0", "protocol": "non-adiabatic", "depth": 0, "seed": 0, "sigma": 2.0,
+                       "diverged": False, "cross_accuracy": [[0.5]], "cross_loss": [[1.0]]})
+    with pytest.raises(UserInputError, match="different config"):
+        open_store(root, {"sigma": [3]}, "cccc", resume=False)
+    with pytest.raises(UserInputError, match="--resume"):
+        open_store(root, {"sigma": [2]}, "bbbb", resume=False)
+    assert open_store(root, {"sigma": [2]}, "bbbb", resume=True) == root
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserInputError, match="not a directory"):
+        open_store(tmp_path / "f", {}, "dddd", resume=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "other.txt").write_text("x")
+    with pytest.raises(UserInputError, match="non-empty directory"):
+        open_store(tmp_path / "busy", {}, "dddd", resume=False)

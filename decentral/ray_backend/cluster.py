@@ -77,7 +77,7 @@ def init_kwargs(address: str | None) -> dict:
 
 
 @contextlib.contextmanager
-def _loopback_only(enabled: bool):
+def loopback_only(enabled: bool):
     """Ray's switch that keeps 127.0.0.1 as the node address (servers bound to loopback), set
     in the environment (for Ray's child processes) and in the imported constant, then restored."""
     if not enabled:
@@ -106,7 +106,7 @@ def connected(address: str | None):
         yield ray
         return
     kwargs = init_kwargs(address)
-    with _loopback_only(address is None and kwargs.get("_node_ip_address") == LOCAL_IP):
+    with loopback_only(address is None and kwargs.get("_node_ip_address") == LOCAL_IP):
         yield from _session(ray, kwargs, address)
 
 
