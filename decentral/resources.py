@@ -45,8 +45,9 @@ def check_fits(nbytes: float, what: str, hint: str = "") -> None:
 
 def n_params(depth: int, width: int, n_in: int = 784, n_out: int = 10) -> int:
     """Parameters of one unit (as model.Architecture.n_params, without building it)."""
-    sizes = [n_in] + [width] * depth + [n_out]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if depth == 0:
+        return n_in * n_out + n_out
+    return (n_in + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * n_out
 
 
 def dense_coupling_bytes(n_units: int, replicas: int = 1) -> int:
