@@ -20,6 +20,7 @@ from .checkpoint import Checkpoint, Keeper
 from .config import RunConfig, to_dict
 from .data import Split
 from .engine import EngineState
+from .errors import UserInputError
 from .problem import Problem, final_cross_scores, prepare, resolve_device
 from .runner import Measurement, Phases, progress_bar, run_phases
 from .simulation import single_run
@@ -119,6 +120,9 @@ def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None, resume: Che
 def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoint | None) -> dict:
     resolve_device(cfg.device)  # fail fast, before loading data
     if cfg.out and resume is None:
+        if (Path(cfg.out) / CHECKPOINT_FILE).is_file() and not cfg.overwrite:
+            raise UserInputError(f"--out {cfg.out} holds the checkpoint of an unfinished run: continue "
+                                 f"it with `decentral run --resume {cfg.out}`, or pass --overwrite")
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))

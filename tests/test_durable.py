@@ -85,6 +85,8 @@ def test_resume_with_another_config_is_refused(tmp_path, mnist_root, capsys, mon
     assert err.count("\n") == 1 and "another config: depth (1 -> 2), sigma (30.0 -> 50.0)" in err
     assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["run", "--out", str(out)]) == 2  # a fresh run would lose it
+    assert f"continue it with `decentral run --resume {out}`" in capsys.readouterr().err
 
 
 def test_ctrl_c_stops_at_a_checkpoint_with_exit_130(tmp_path, mnist_root, capsys, monkeypatch):
