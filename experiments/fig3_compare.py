@@ -2,7 +2,7 @@
 
     decentral plot experiments/results/fig3_paper/sweep --out experiments/results/fig3_paper/figures --overwrite
     python experiments/fig3_compare.py experiments/results/fig3_paper/sweep \
-        [--out experiments/results/fig3_paper/README.md] [--eval-error FILE]
+        [--config experiments/fig3_paper.toml] [--out experiments/results/fig3_paper/README.md] [--eval-error FILE]
 
 Reads only the sweep directory (sweep.json, results.parquet, cross_accuracy.npz via
 decentral's loader, analysis.json) and, when present, the rotating evaluation's error
@@ -64,9 +64,12 @@ def fmt(value, spec=".3g") -> str:
     return "-" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def coverage(frame, manifest: dict) -> list[str]:
+def coverage(frame, manifest: dict, target_seeds: list[int] | None) -> list[str]:
+    """Points per (protocol, depth) against the plan: the manifest's seeds, or the target's
+    (a run started seed by seed extends its manifest as it goes)."""
     config = manifest["config"]
-    n_sigma, depths, seeds = len(config["sigma"]), config["depth"], config["seeds"]
+    n_sigma, depths = len(config["sigma"]), config["depth"]
+    seeds = target_seeds or config["seeds"]
     protocols = ["non-adiabatic", "adiabatic"] if config["protocol"] == "both" else [config["protocol"]]
     lines = ["| protocol | depth | points | seeds with points | couplings with points | planned |",
              "|---|---|---|---|---|---|"]
@@ -78,7 +81,8 @@ def coverage(frame, manifest: dict) -> list[str]:
             planned_total += planned
             lines.append(f"| {protocol} | {depth} | {len(sub)} | {sorted(sub['seed'].unique().tolist())} | "
                          f"{sub['sigma'].nunique()} of {n_sigma} | {planned} |")
-    lines.append(f"\n**{len(frame)} of {planned_total} points finished** ({len(frame) / planned_total:.0%}); "
+    lines.append(f"\n**{len(frame)} of {planned_total} points finished** ({len(frame) / planned_total:.0%}; "
+                 f"seeds {seeds[0]}-{seeds[-1]} planned, the manifest holds {config['seeds']}); "
                  f"{config['transient']:,} + {config['steps']:,} steps, evaluation every {config['eval_every']} "
                  f"({config.get('eval_scheme', 'full')} scheme"
                  + (f", K = {config['eval_folds']}" if config.get("eval_scheme") == "rotating" else "") + ").")
@@ -198,7 +202,7 @@ def eval_error_lines(path: Path) -> list[str]:
     return lines
 
 
-def write_readme(root: Path, out: Path, eval_error: Path) -> str:
+def write_readme(root: Path, out: Path, eval_error: Path, target_seeds: list[int] | None = None) -> str:
     manifest = read_manifest(root)
     frame, cross = load_results(root)
     rel = lambda name: Path("figures") / name  # noqa: E731
@@ -207,7 +211,9 @@ def write_readme(root: Path, out: Path, eval_error: Path) -> str:
             f"`{root.name}/`; figures by `decentral plot {root} --out {out.parent}/figures --overwrite`. "
             "The paper's statements are quoted or paraphrased from its text and caption (its figure's "
             "numbers are not in the text). Seed means over the points present; sigma/N on the axis as "
-            "in the paper.", "", "## Coverage", "", *coverage(frame, manifest), "",
+            "in the paper. How the run was made, its cost with the rotating and the exact evaluation, "
+            "and how to resume or add seeds: experiments/README.md, section 'The paper's protocol'.",
+            "", "## Coverage", "", *coverage(frame, manifest, target_seeds), "",
             "## Panels a-c: <m>, <L>, <A> against sigma/N", "",
             f"Paper, a: {PAPER['a']}.  ", f"Paper, b: {PAPER['b']}.  ", f"Paper, c: {PAPER['c']}.", "",
             *curves_table(frame), "",
@@ -217,8 +223,8 @@ def write_readme(root: Path, out: Path, eval_error: Path) -> str:
             f"![d]({rel('fig3d_rank_one.png')})", "",
             "## Panels e-g: A_x for D = 1", "", f"Paper: {PAPER['efg']}.", "",
             "Reading: the paper's panel couplings sigma = 0, 3, 30 are sigma/N, the figure's x axis: at "
-            "Eq. 2's sigma = 3 (sigma/N = 0.3) D = 1 is still in the local phase (<A> = 0.1 in the table "
-            "above), while the caption and text place f 'above the critical point'. Variance by class: the "
+            "Eq. 2's sigma = 3 (sigma/N = 0.3) D = 1 is still in the local phase (<A> = 0.100 in the quick "
+            "variant, experiments/README.md), while the caption and text place f 'above the critical point'. Variance by class: the "
             "share of A_x's variance explained by its column means (1 for a purely column-dependent matrix).",
             "", *heatmap_lines(frame, cross), "", f"![e-g]({rel('fig3efg_cross_accuracy.png')})", "",
             "## Rotating evaluation: error against the exact full-set average", "", *eval_error_lines(eval_error), ""]
@@ -231,11 +237,19 @@ def main() -> None:
     parser.add_argument("sweep_dir")
     parser.add_argument("--out", default=None, help="README path (default: beside the sweep directory)")
     parser.add_argument("--eval-error", default=None, help="eval_error.json (default: beside the README)")
+    parser.add_argument("--config", default=None, help="the sweep's config file: plan with its seeds "
+                        "(e.g. experiments/fig3_paper.toml while the manifest holds fewer)")
     args = parser.parse_args()
+    target = None
+    if args.config:
+        from decentral.config import read_config_file
+        from decentral.sweep.config import load_sweep_config
+
+        target = load_sweep_config(read_config_file(args.config), {"out": args.sweep_dir}).seed_list()
     root = Path(args.sweep_dir)
     out = Path(args.out) if args.out else root.parent / "README.md"
     eval_error = Path(args.eval_error) if args.eval_error else out.parent / "eval_error.json"
-    print(write_readme(root, out, eval_error))
+    print(write_readme(root, out, eval_error, target))
 
 
 if __name__ == "__main__":
