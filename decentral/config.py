@@ -60,6 +60,9 @@ class RunConfig:
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")
     overwrite: bool = _f(False, "replace an existing --out directory (refused otherwise)")
+    init_from: str | None = _f(None, "start from the parameters a `run --out DIR` saved in "
+                               "DIR/params.safetensors (same --units and architecture; local engine); "
+                               "the step counter, hence the batch stream, continues from their step")
     # --- Ray backend (issue "Distributed backend") ---
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
     units_per_actor: int | None = _f(None, "units stacked in each Ray actor (default: 1 on a cluster; "
@@ -90,6 +93,8 @@ class RunConfig:
             raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
         if self.lr <= 0:
             raise UserInputError(f"--lr must be > 0, got {self.lr}")
+        if self.init_from is not None and self.backend == "ray":
+            raise UserInputError("--init-from starts a run on the local engine; leave out --backend ray")
         if self.actor_cpus is not None and self.actor_cpus <= 0:
             raise UserInputError(f"--actor-cpus must be > 0, got {self.actor_cpus}")
         return self

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from . import resources
+from . import params, resources
 from .checkpoint import FILE as CHECKPOINT_FILE
-from .checkpoint import Checkpoint, Keeper
+from .checkpoint import Checkpoint, Keeper, config_hash
 from .config import RunConfig, to_dict
 from .data import Split
 from .engine import EngineState
+from .model import Architecture
 from .errors import UserInputError
 from .problem import Problem, final_cross_scores, prepare, resolve_device
 from .runner import Measurement, Phases, progress_bar, run_phases
@@ -29,12 +30,19 @@ from .threads import limited as limited_threads
 from .threads import per_worker
 
 
-def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
-              ) -> tuple[torch.Tensor, Measurement]:
-    """Train on the vectorized local engine (from a checkpoint, when given; checkpoints into
-    cfg.out when set); returns final parameters [1, N, P] and the series."""
+def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None,
+              init: params.SavedParams | None = None) -> tuple[torch.Tensor, Measurement]:
+    """Train on the vectorized local engine (from a checkpoint, when given; from the saved
+    parameters of cfg.init_from, `init` when already loaded; checkpoints into cfg.out when set);
+    returns final parameters [1, N, P] and the series."""
     device = resolve_device(cfg.device)
-    state = EngineState(resume.theta.to(device), resume.step) if resume is not None else None
+    init = init if init is not None else initial_params(cfg, problem)
+    offset = init.step if init is not None else 0  # the engine step the run's plan starts at
+    state = None
+    if resume is not None:  # checkpoints count steps in the run's plan
+        state = EngineState(resume.theta.to(device), offset + resume.step)
+    elif init is not None:
+        state = EngineState(init.theta[None].to(device), offset)  # [1, N, P]
     sim = single_run(cfg, problem, device, state)
     phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
     step0 = resume.step if resume is not None else 0
@@ -49,7 +57,17 @@ def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
     return sim.theta, meas
 
 
-def run_summary(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement) -> dict:
+def initial_params(cfg: RunConfig, problem: Problem) -> params.SavedParams | None:
+    """The saved parameters cfg.init_from names, checked against the run's N and architecture."""
+    if not cfg.init_from:
+        return None
+    saved = params.load(cfg.init_from)
+    params.check_fits(saved, problem.arch, cfg.units, cfg.init_from)
+    return saved
+
+
+def run_summary(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Measurement,
+                start_step: int = 0) -> dict:
     """The run's summary (replica 0): config echo, time-averaged observables, A_x, L_x."""
     averages = meas.time_average(theta.shape[0])
     cross_loss, cross_acc = final_cross_scores(problem.arch, theta, problem.test)
@@ -65,6 +83,8 @@ def run_summary(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Mea
     }
     if cfg.eval_scheme != "full":  # (summaries at the default keep their keys)
         summary.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
+    if cfg.init_from:
+        summary.update(init_from=cfg.init_from, start_step=start_step)
     summary.update({k: float(v[0]) for k, v in averages.items()})
     summary.update({
         "cross_accuracy": cross_acc[0].tolist(), "cross_loss": cross_loss[0].tolist(),
@@ -80,8 +100,10 @@ def _divergence_message(meas: Measurement) -> str:
             "observables average the evaluations before that")
 
 
-def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement) -> Path:
-    """summary.json, timeseries.parquet, config.toml and the topology file, as one directory.
+def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement,
+             theta: torch.Tensor | None = None, arch: Architecture | None = None, step: int = 0) -> Path:
+    """summary.json, timeseries.parquet, config.toml, the topology file and (theta [1, N, P] and
+    arch given) params.safetensors, the final parameters at engine step `step`, as one directory.
 
     The directory is filled as a hidden sibling and renamed into place (storage.atomic_dir):
     a kill at any moment leaves the complete run or no `out` at all.
@@ -96,6 +118,8 @@ def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement) 
         (tmp / "config.toml").write_text(toml_text(to_dict(cfg)))
         if cfg.topology:
             shutil.copyfile(cfg.topology, tmp / ("topology" + Path(cfg.topology).suffix))
+        if theta is not None:
+            params.save(tmp, theta[0], arch, cfg.seed, step, config_hash(to_dict(cfg)))
     return out
 
 
@@ -126,7 +150,10 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
+    init = params.load(cfg.init_from) if cfg.init_from else None  # fail fast, before loading data
     problem = prepare(cfg, data)
+    if init is not None:
+        params.check_fits(init, problem.arch, cfg.units, cfg.init_from)
     message = problem.coupling.stability_warning(cfg.lr, cfg.sigma)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -135,9 +162,10 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
 
         theta, meas, extra = run_ray(cfg, problem, resume=resume)
     else:
-        theta, meas = run_local(cfg, problem, resume)
+        theta, meas = run_local(cfg, problem, resume, init)
         extra = {}
-    summary = {**run_summary(cfg, problem, theta, meas), **extra}
+    start_step = init.step if init is not None else 0
+    summary = {**run_summary(cfg, problem, theta, meas, start_step), **extra}
     if cfg.out:
-        save_run(cfg.out, cfg, summary, meas)
+        save_run(cfg.out, cfg, summary, meas, theta, problem.arch, start_step + meas.train_steps)
     return summary

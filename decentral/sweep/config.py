@@ -26,7 +26,7 @@ RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", 
 # Ray tasks running it), so these have no flag in `decentral sweep` and must stay at defaults
 RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every", "actor_cpus")
 # `decentral run` options with no meaning for a sweep (it has --resume instead of --overwrite)
-RUN_ONLY_FIELDS = ("overwrite",)
+RUN_ONLY_FIELDS = ("overwrite", "init_from")
 
 
 @dataclass
@@ -91,6 +91,8 @@ class SweepConfig(RunConfig):
                 raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.overwrite:
             raise UserInputError("sweep: there is no --overwrite; use another --out, or --resume to continue one")
+        if self.init_from is not None:
+            raise UserInputError("sweep: init_from is an option of `decentral run`; sweeps start fresh units")
         for name in RAY_ACTOR_FIELDS:
             if getattr(self, name) != getattr(SweepConfig, name):
                 raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "
@@ -122,7 +124,7 @@ def load_sweep_config(file_values: dict, flag_values: dict) -> SweepConfig:
 
 # Fields added after sweeps were first written: at these defaults they stay out of the hash, so
 # a sweep directory written before them still resumes.
-LATER_FIELDS = {"batches": "iid", "eval_scheme": "full"}
+LATER_FIELDS = {"batches": "iid", "eval_scheme": "full", "init_from": None}
 
 
 def science_dict(cfg: SweepConfig, topology_digests: dict[str, str] | None = None) -> dict:
