@@ -103,7 +103,7 @@ def test_run_out_refuses_then_overwrites_whole(tmp_path, capsys, mnist_root):
     assert_one_line_error(args, capsys, "--overwrite")
     assert run_cli([*args, "--overwrite", "--seed", "5"], capsys)[0] == 0
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["config.toml", "summary.json", "timeseries.parquet"]  # nothing of the old run
+    assert files == ["config.toml", "params.safetensors", "summary.json", "timeseries.parquet"]  # nothing old
     assert json.loads((out / "summary.json").read_text())["seed"] == 5
 
 
