@@ -271,6 +271,7 @@ def _cmd_theory(args) -> int:
 
 def _add_topology(sub) -> None:
     from .topology import FORMATS, KINDS
+    from .topology.inspect import DEFAULT_LR
 
     p = sub.add_parser(
         "topology",
@@ -282,7 +283,7 @@ def _add_topology(sub) -> None:
     p.add_argument("target", metavar="FILE|generate", help="topology file to inspect, or 'generate'")
     p.add_argument("kind", nargs="?", metavar="KIND", help=f"generate: one of {', '.join(KINDS)}")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--lr", type=float, default=0.005, help="learning rate for sigma_max (default 0.005)")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"learning rate for sigma_max (default {DEFAULT_LR:g})")
     p.add_argument("--nodes", type=int, help="generate: number of nodes; inspect: require exactly N")
     g = p.add_argument_group("generate options")
     g.add_argument("--seed", type=int, help="random seed (default 0)")

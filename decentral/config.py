@@ -22,23 +22,49 @@ def _f(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
+@dataclass(frozen=True)
+class Hyper:
+    """Local-learning hyper-parameters shared by all units (the paper's values); the run's flags
+    of the same names take their defaults from here."""
+
+    lr: float = 0.005  # SGD learning rate eta
+    weight_decay: float = 1e-3  # L2 weight decay gamma, inside the local gradient
+    batch_size: int = 32  # images per batch from the unit's own shard
+    batches: str = "iid"  # batch scheme: iid draws, or "window" (consecutive, the authors' notebook)
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Lengths of the two phases and the evaluation period (in coupled steps); the run's flags of
+    the same names take their defaults from here."""
+
+    transient: int = 5000  # steps discarded before measuring
+    steps: int = 5000  # measured steps
+    eval_every: int = 20  # evaluate every this many measured steps
+
+    def evaluations_before(self, step: int) -> int:
+        """Evaluations run_phases makes in its first `step` steps (`step` a block boundary)."""
+        return max(0, -(-(step - self.transient) // self.eval_every))
+
+
 @dataclass
 class RunConfig:
-    """One coupled-training run: N units, one sigma, one depth, one seed."""
+    """One coupled-training run: N units, one sigma, one depth, one seed. Flat, as its flags and
+    config-file keys are; `hyper()` and `phases()` give its components."""
 
     backend: str = _f("local", "local (vectorized engine, no Ray) or ray", choices=("local", "ray"))
     units: int = _f(10, "N, number of coupled units (paper: 10, one MNIST class each)")
     depth: int = _f(1, "D, hidden layers per unit; 0 is linear softmax regression")
     width: int = _f(20, "neurons per hidden layer (paper: 20)")
     sigma: float = _f(30.0, "coupling strength sigma of Eq. 2 (sigma/N is stored beside it)")
-    lr: float = _f(0.005, "SGD learning rate eta (paper: 0.005)")
-    weight_decay: float = _f(1e-3, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
-    batch_size: int = _f(32, "images per SGD batch, drawn from the unit's own shard (paper: 32)")
-    batches: str = _f("iid", "batch sampling from the unit's shard: iid draws, or window: consecutive "
+    lr: float = _f(Hyper.lr, "SGD learning rate eta (paper: 0.005)")
+    weight_decay: float = _f(Hyper.weight_decay, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
+    batch_size: int = _f(Hyper.batch_size, "images per SGD batch, drawn from the unit's own shard (paper: 32)")
+    batches: str = _f(Hyper.batches, "batch sampling from the unit's shard: iid draws, or window: consecutive "
                       "images at a random offset (the authors' notebook)", choices=("iid", "window"))
-    transient: int = _f(5000, "steps discarded before measuring (paper: 5,000 or 20,000)")
-    steps: int = _f(5000, "measured steps after the transient (paper: 5,000 or 20,000)")
-    eval_every: int = _f(20, "evaluate observables every this many measured steps (paper: 20)")
+    transient: int = _f(Phases.transient, "steps discarded before measuring (paper: 5,000 or 20,000)")
+    steps: int = _f(Phases.steps, "measured steps after the transient (paper: 5,000 or 20,000)")
+    eval_every: int = _f(Phases.eval_every, "evaluate observables every this many measured steps (paper: 20)")
     eval_scheme: str = _f("full", "test loss/accuracy of each evaluation on the full test set, or on "
                           "a rotating class-stratified fold (1/K of the cost; the time average equals "
                           "the full one up to the parameters' drift within a rotation, see "
@@ -77,6 +103,14 @@ class RunConfig:
     @property
     def sigma_over_n(self) -> float:
         return self.sigma / self.units
+
+    def hyper(self) -> Hyper:
+        """The local-learning component: lr, weight decay, batch size and scheme."""
+        return Hyper(self.lr, self.weight_decay, self.batch_size, self.batches)
+
+    def phases(self) -> Phases:
+        """The schedule component: transient, measured steps, evaluation period."""
+        return Phases(self.transient, self.steps, self.eval_every)
 
     def validate(self) -> "RunConfig":
         validate_fields(self)

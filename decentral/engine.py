@@ -19,20 +19,11 @@ import torch
 
 from . import backends
 from .backends import Backend, NumbaBackend
+from .config import Hyper  # noqa: F401  (the local-learning hyper-parameters a stepper takes)
 from .data import Shards
 from .model import Architecture, UnitBatches, init_params
 from .streams import BatchIndexer, init_generator
 from .forms import Couplings, kernel_coupling, step_apply
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """Local-learning hyper-parameters shared by all units (the paper's values)."""
-
-    lr: float = 0.005  # SGD learning rate eta
-    weight_decay: float = 1e-3  # L2 weight decay gamma, inside the local gradient
-    batch_size: int = 32  # images per batch from the unit's own shard
-    batches: str = "iid"  # batch scheme: iid draws, or "window" (consecutive, the authors' notebook)
 
 
 @dataclass

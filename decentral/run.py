@@ -23,7 +23,7 @@ from .engine import EngineState
 from .model import Architecture
 from .errors import UserInputError
 from .problem import Problem, final_cross_scores, prepare, resolve_device
-from .runner import Measurement, Phases, progress_bar, run_phases
+from .runner import Measurement, progress_bar, run_phases
 from .simulation import single_run
 from .storage import atomic_dir, check_output_dir, json_safe, toml_text
 from .threads import limited as limited_threads
@@ -44,7 +44,7 @@ def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
     elif init is not None:
         state = EngineState(init.theta[None].to(device), offset)  # [1, N, P]
     sim = single_run(cfg, problem, device, state)
-    phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
+    phases = cfg.phases()
     step0 = resume.step if resume is not None else 0
     if hasattr(sim.evaluator, "count"):  # the rotating scheme: its fold continues where it was
         sim.evaluator.count = phases.evaluations_before(step0)

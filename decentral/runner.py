@@ -14,20 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from .config import Phases  # noqa: F401  (the schedule run_phases follows)
+
 OBSERVABLES = ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance")
-
-
-@dataclass(frozen=True)
-class Phases:
-    """Lengths of the two phases and the evaluation period (in coupled steps)."""
-
-    transient: int = 5000  # steps discarded before measuring
-    steps: int = 5000  # measured steps
-    eval_every: int = 20  # evaluate every this many measured steps
-
-    def evaluations_before(self, step: int) -> int:
-        """Evaluations run_phases makes in its first `step` steps (`step` a block boundary)."""
-        return max(0, -(-(step - self.transient) // self.eval_every))
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .engine import EngineState, Hyper, Stepper, init_state, make_stepper, sigma_tensor
+from .engine import EngineState, Stepper, init_state, make_stepper, sigma_tensor
 from .ensemble import make_ensemble_stepper
 from .evaluation import make_evaluator
 from .observables import finite_replicas
@@ -68,16 +68,11 @@ class LocalSimulation:
         return finite_replicas(self.state.theta).cpu().numpy()
 
 
-def hyper_of(cfg: RunConfig) -> Hyper:
-    """The local-learning hyper-parameters of a run config."""
-    return Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches)
-
-
 def single_run(cfg: RunConfig, problem: Problem, device, state: EngineState | None = None) -> LocalSimulation:
     """One run (R = 1) of `problem` under `cfg` on `device`, from `state` (default: fresh parameters)."""
     shards, test = problem.on_device(device)
     stepper = make_stepper(problem.arch, shards, problem.coupling, sigma_tensor(cfg.sigma, 1, device),
-                           [cfg.seed], hyper_of(cfg))
+                           [cfg.seed], cfg.hyper())
     if state is None:
         state = init_state(problem.arch, [cfg.seed], shards.n_units, cfg.init, device)
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))
@@ -90,5 +85,5 @@ def ensemble(cfg: RunConfig, problem: Problem, sigmas: Sequence[float], seeds: S
     shards, test = problem.on_device(device)
     stepper = make_ensemble_stepper(problem.arch, shards, problem.coupling,
                                     sigma_tensor(list(sigmas), len(sigmas), device), list(seeds), per_seed,
-                                    hyper_of(cfg))
+                                    cfg.hyper())
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))

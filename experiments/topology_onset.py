@@ -73,7 +73,7 @@ class Settings:
     eval_every: int = 100
     test_samples: int | None = None
     realizations: int = 200
-    lr: float = 0.005
+    lr: float = Hyper.lr
 
 
 QUICK = Settings(depth=0, mnist_sigmas=tuple(np.logspace(-1, 2.4, 9)),

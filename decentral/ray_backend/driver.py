@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..engine import EngineState
-from ..runner import Phases, progress_bar, run_phases
+from ..runner import progress_bar, run_phases
 from . import cluster
 from .actor import UnitActor
 from .block import BlockHyper, combine_stats
@@ -232,7 +232,7 @@ def _phases(fleet: Fleet, cfg, resume):
     """The runner over the fleet, checkpointing into cfg.out when set (config as given)."""
     from ..checkpoint import Keeper
 
-    phases = Phases(cfg.transient, cfg.steps, cfg.eval_every)
+    phases = cfg.phases()
     step0 = resume.step if resume is not None else 0
     keeper = Keeper(cfg, fleet.parameters, step0) if cfg.out else None
     with progress_bar(cfg.transient + cfg.steps, "ray run") as bar, \

@@ -15,7 +15,7 @@ import torch
 from ..engine import EngineState
 from ..ensemble import init_ensemble
 from ..problem import Problem, final_cross_scores, prepare, resolve_device
-from ..runner import Phases, run_phases
+from ..runner import run_phases
 from ..simulation import ensemble
 from .config import SweepConfig
 from .plan import Group, chain_id, point_id
@@ -45,7 +45,7 @@ def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: lis
     """Transient + measurement phases for one stacked ensemble; returns (state, Measurement)."""
     sim = ensemble(cfg, problem, sigmas, seeds, per_seed, state, resolve_device(cfg.device))
     progress = _ReplicaProgress(bar, len(sigmas))
-    meas = run_phases(sim, Phases(cfg.transient, cfg.steps, cfg.eval_every), progress=progress)
+    meas = run_phases(sim, cfg.phases(), progress=progress)
     if bar is not None:  # a fully diverged ensemble stops early: count its skipped steps
         bar.update((cfg.transient + cfg.steps - progress.count) * len(sigmas))
     return sim.state, meas

@@ -13,13 +13,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from ..config import Hyper
 from ..errors import UserInputError
 from . import spectrum
 from .files import file_digest, file_format, read_graph
 from .matrix import _as_int, _short, components, coupling_matrix, leader_groups, nonzero_pattern, unit_order
 from .matrix import warn_if_disconnected
 
-DEFAULT_LR = 0.005
+DEFAULT_LR = Hyper.lr
 
 
 def _as_matrix(q):
