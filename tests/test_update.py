@@ -217,3 +217,23 @@ def test_fused_blocks_equal_single_steps_and_leave_the_input_state_untouched(syn
         single = stepper.step(single)
     assert torch.equal(state.theta, before)
     assert block.step == single.step == 7 and torch.equal(block.theta, single.theta)
+
+
+def test_local_simulation_meets_the_contract_and_resumes_from_an_assigned_state(synthetic_data):
+    """run_phases drives LocalSimulation; a simulation given the state after k steps continues
+    exactly as the one that took them (the contract checkpoint/resume builds on)."""
+    from decentral.runner import OBSERVABLES, Phases, run_phases
+    from decentral.simulation import LocalSimulation
+
+    stepper, state = _mean_field_problem(synthetic_data[0], 4, depth=1, sigma=6.0, seed=1)
+    scores = lambda theta: {name: theta.double().mean(dim=(1, 2)).numpy() for name in OBSERVABLES}  # noqa: E731
+    whole = LocalSimulation(stepper, state, scores)
+    meas = run_phases(whole, Phases(transient=6, steps=9, eval_every=3))
+    assert whole.state.step == 15 and [r["step"] for r in meas.records] == [9, 12, 15]
+    assert whole.finite().tolist() == [True] and whole.theta is whole.state.theta
+    first = LocalSimulation(stepper, state, scores)
+    first.advance(6)
+    resumed = LocalSimulation(stepper, init_state(Architecture(depth=1), [1], 4), scores)
+    resumed.state = first.state
+    resumed.advance(9)
+    assert torch.equal(resumed.theta, whole.theta)
