@@ -142,30 +142,12 @@ def _print_run_summary(s: dict) -> None:
 
 
 def _add_theory(sub) -> None:
+    from .config import add_flags
+    from .theory.config import TheoryFlags
+
     p = sub.add_parser("theory", help="integrate the effective theory (Eq. 4-8)")
-    p.add_argument("--depth", default="0,1,2", help="comma-separated depths D (default 0,1,2)")
-    grid = p.add_mutually_exclusive_group()
-    grid.add_argument("--sigma", help="comma-separated couplings sigma")
-    grid.add_argument("--sigma-grid", choices=["paper"], default="paper",
-                      help="the authors' 60-value grid (default)")
-    p.add_argument("--realizations", type=int, default=200, help="realizations (default 200)")
-    p.add_argument("--protocol", choices=["adiabatic", "non-adiabatic", "both"],
-                   default="non-adiabatic", help="sigma protocol (default non-adiabatic)")
-    p.add_argument("--units", type=int, default=None, help="N units (default 200)")
-    p.add_argument("--gamma", type=float, default=1e-3, help="regularization (default 1e-3)")
-    p.add_argument("--delta-std", type=float, default=2.0, help="std of Gaussian delta")
-    p.add_argument("--delta", help="explicit delta: a file (.npy/.csv/.txt) or a comma list")
-    p.add_argument("--t-end", type=float, default=10.0, help="time per sigma (default 10)")
-    p.add_argument("--topology", help="supra-network file (default: mean field)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes (default: one per available core)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="BLAS threads per worker process (default 1: the arrays are small)")
-    p.add_argument("--out", help="write the table to FILE (.csv or .parquet)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--plot", metavar="DIR", help="draw Fig. 2 a-e style PNGs into DIR")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or --plot DIR")
+    add_flags(p, TheoryFlags)
     p.set_defaults(handler=_cmd_theory)
 
 
@@ -222,11 +204,16 @@ LEARNING_PATH_MAX_UNITS = 2000  # S_x (Eq. 8) is N x N with a full SVD: skipped 
 def _cmd_theory(args) -> int:
     from pathlib import Path
 
+    from .theory.config import TheoryFlags
+
     from .theory import learning_path, run_theory
     from .theory.protocols import disorder
 
     from .storage import atomic_dir, atomic_write_bytes, check_output_dir, check_output_file
 
+    if getattr(args, "sigma", None) is not None and getattr(args, "sigma_grid", None) is not None:
+        raise UserInputError("theory: give one of --sigma LIST and --sigma-grid NAME")
+    json_out, args = args.json, _config_from_args(TheoryFlags, args)
     if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
         raise UserInputError(f"--out must end in .csv or .parquet, got {args.out!r}")
     if args.out:  # output paths are checked before any work starts
@@ -250,7 +237,7 @@ def _cmd_theory(args) -> int:
 
         with atomic_dir(args.plot, args.overwrite) as tmp:
             plots = [str(Path(args.plot) / p.name) for p in plot_fig2(table, delta, cfg.gamma, tmp)]
-    if args.json:
+    if json_out:
         _print_json({"rows": table.to_dict(orient="records"), "learning_path": path and path.summary(),
                      "topology": topology, "out": args.out, "plots": plots})
         return 0

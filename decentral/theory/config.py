@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import _f, validate_fields
 from ..errors import UserInputError
 
 PROTOCOLS = ("non-adiabatic", "adiabatic")
@@ -132,3 +133,31 @@ def load_delta(spec: str) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise UserInputError(f"delta from {spec!r} contains non-finite values")
     return values
+
+
+@dataclass
+class TheoryFlags:
+    """`decentral theory`'s flags (the same dataclass-to-flags machinery as `decentral run`);
+    the CLI turns them into a TheoryConfig, whose defaults they share."""
+
+    depth: str = _f("0,1,2", "comma-separated depths D")
+    sigma: str | None = _f(None, "comma-separated couplings sigma (default: the --sigma-grid)")
+    sigma_grid: str = _f("paper", "the authors' 60-value grid, unless --sigma is given", choices=("paper",))
+    realizations: int = _f(TheoryConfig.realizations, "quenched realizations averaged over")
+    protocol: str = _f("non-adiabatic", "sigma protocol", choices=("adiabatic", "non-adiabatic", "both"))
+    units: int | None = _f(None, f"N units (default {TheoryConfig.n_units}, or the length of --delta)")
+    gamma: float = _f(TheoryConfig.gamma, "regularization gamma-hat")
+    delta_std: float = _f(TheoryConfig.delta_std, "std of the Gaussian delta")
+    delta: str | None = _f(None, "explicit delta: a file (.npy/.csv/.txt) or a comma list")
+    t_end: float = _f(TheoryConfig.t_end, "time per sigma")
+    topology: str | None = _f(None, "supra-network file (default: mean field)")
+    seed: int = _f(TheoryConfig.seed, "seed of every random draw")
+    workers: int | None = _f(None, "worker processes (default: one per available core)")
+    threads: int | None = _f(None, "BLAS threads per worker process (default 1: the arrays are small)")
+    out: str | None = _f(None, "write the table to FILE (.csv or .parquet)")
+    plot: str | None = _f(None, "draw Fig. 2 a-e style PNGs into this folder")
+    overwrite: bool = _f(False, "replace an existing --out file or --plot folder")
+
+    def validate(self) -> "TheoryFlags":
+        validate_fields(self)
+        return self
