@@ -35,7 +35,7 @@ from .storage import atomic_write_bytes, read_npz
 FILE = "checkpoint.npz"
 # config keys that change no number: a resumed run may give them anew
 RUNTIME_KEYS = ("out", "overwrite", "threads", "data_root", "download", "address", "actor_cpus",
-                "units_per_actor", "checkpoint_every")
+                "units_per_actor", "checkpoint_every", "log_tensorboard")
 
 
 def science(values: dict) -> dict:

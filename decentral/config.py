@@ -86,6 +86,8 @@ class RunConfig:
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")
     overwrite: bool = _f(False, "replace an existing --out directory (refused otherwise)")
+    log_tensorboard: str | None = _f(None, "stream every evaluation's observables and the final A_x, "
+                                     "L_x heat maps to TensorBoard event files in this directory")
     init_from: str | None = _f(None, "start from the parameters a `run --out DIR` saved in "
                                "DIR/params.safetensors (same --units and architecture; local engine); "
                                "the step counter, hence the batch stream, continues from their step")

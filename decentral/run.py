@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from .checkpoint import Checkpoint, Keeper, config_hash
 from .config import RunConfig, to_dict
 from .data import Split
 from .engine import EngineState
+from .eventlog import chain
 from .model import Architecture
 from .errors import UserInputError
 from .problem import Problem, final_cross_scores, prepare, resolve_device
@@ -31,10 +33,11 @@ from .threads import per_worker
 
 
 def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None,
-              init: params.SavedParams | None = None) -> tuple[torch.Tensor, Measurement]:
+              init: params.SavedParams | None = None, after_block=None) -> tuple[torch.Tensor, Measurement]:
     """Train on the vectorized local engine (from a checkpoint, when given; from the saved
-    parameters of cfg.init_from, `init` when already loaded; checkpoints into cfg.out when set);
-    returns final parameters [1, N, P] and the series."""
+    parameters of cfg.init_from, `init` when already loaded; checkpoints into cfg.out when set;
+    after_block(step, meas) after every block, e.g. the event log); returns final parameters
+    [1, N, P] and the series."""
     device = resolve_device(cfg.device)
     init = init if init is not None else initial_params(cfg, problem)
     offset = init.step if init is not None else 0  # the engine step the run's plan starts at
@@ -53,7 +56,7 @@ def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None
             keeper.catching_sigint() if keeper else contextlib.nullcontext():
         bar.update(step0)
         meas = run_phases(sim, phases, step0=step0, progress=bar, resumed=resume and resume.meas,
-                          after_block=keeper)
+                          after_block=chain(after_block, keeper))
     return sim.theta, meas
 
 
@@ -151,21 +154,58 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
     resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
     init = params.load(cfg.init_from) if cfg.init_from else None  # fail fast, before loading data
+    check_log_dir(cfg)
     problem = prepare(cfg, data)
     if init is not None:
         params.check_fits(init, problem.arch, cfg.units, cfg.init_from)
     message = problem.coupling.stability_warning(cfg.lr, cfg.sigma)
     if message:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    if cfg.backend == "ray":
-        from .ray_backend import run_ray
-
-        theta, meas, extra = run_ray(cfg, problem, resume=resume)
-    else:
-        theta, meas = run_local(cfg, problem, resume, init)
-        extra = {}
     start_step = init.step if init is not None else 0
-    summary = {**run_summary(cfg, problem, theta, meas, start_step), **extra}
+    log = open_log(cfg, start_step, resume)
+    try:
+        theta, meas, extra = _train(cfg, problem, resume, init, log)
+        summary = {**run_summary(cfg, problem, theta, meas, start_step), **extra}
+        if log is not None:
+            log.finish(summary, start_step + meas.train_steps)
+    finally:
+        if log is not None:
+            log.close()
     if cfg.out:
         save_run(cfg.out, cfg, summary, meas, theta, problem.arch, start_step + meas.train_steps)
     return summary
+
+
+def _train(cfg: RunConfig, problem: Problem, resume: Checkpoint | None, init: params.SavedParams | None,
+           log) -> tuple[torch.Tensor, Measurement, dict]:
+    """Final parameters [1, N, P], the series and the backend's extra summary fields."""
+    if cfg.backend == "ray":
+        from .ray_backend import run_ray
+
+        return run_ray(cfg, problem, resume=resume, after_block=log)
+    theta, meas = run_local(cfg, problem, resume, init, log)
+    return theta, meas, {}
+
+
+def check_log_dir(cfg: RunConfig) -> None:
+    """--log-tensorboard DIR must be a directory this process can create or write into."""
+    if not cfg.log_tensorboard:
+        return
+    path = Path(cfg.log_tensorboard)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"--log-tensorboard {path}: cannot create that directory "
+                             f"({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise UserInputError(f"--log-tensorboard {path}: not writable")
+
+
+def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):
+    """The TensorBoard event log of --log-tensorboard (None without it)."""
+    if not cfg.log_tensorboard:
+        return None
+    from .eventlog import TensorBoardLog
+
+    return TensorBoardLog(cfg.log_tensorboard, start_step, resume and resume.meas,
+                          resume.step if resume is not None else 0)

@@ -205,9 +205,10 @@ def fit_layout(ray, cfg):
                                actor_cpus=layout.actor_cpus), layout.reason
 
 
-def run_ray(cfg, problem, source=None, on_advance=None, resume=None):
+def run_ray(cfg, problem, source=None, on_advance=None, resume=None, after_block=None):
     """Train on Ray (from `resume`, a checkpoint.Checkpoint, when given; checkpointing into
-    cfg.out when set); returns (theta [1, N, P], Measurement, extra summary fields)."""
+    cfg.out when set; after_block(step, meas) after every block, e.g. the event log); returns
+    (theta [1, N, P], Measurement, extra summary fields)."""
     if problem.coupling.n_units != cfg.units:
         raise cluster.UserInputError(f"the topology has {problem.coupling.n_units} nodes but --units is {cfg.units}")
     source = source if source is not None else mnist_source(cfg)
@@ -220,7 +221,7 @@ def run_ray(cfg, problem, source=None, on_advance=None, resume=None):
             fleet.start()
             if resume is not None:
                 fleet.resume_from(resume.step, resume.theta)
-            meas = _phases(fleet, given, resume)
+            meas = _phases(fleet, given, resume, after_block)
             theta = fleet.parameters()
             extra = {**summary_fields(cfg, fleet, blocks), "actor_layout": layout_reason}
         finally:
@@ -228,9 +229,10 @@ def run_ray(cfg, problem, source=None, on_advance=None, resume=None):
     return theta, meas, extra
 
 
-def _phases(fleet: Fleet, cfg, resume):
+def _phases(fleet: Fleet, cfg, resume, after_block=None):
     """The runner over the fleet, checkpointing into cfg.out when set (config as given)."""
     from ..checkpoint import Keeper
+    from ..eventlog import chain
 
     phases = cfg.phases()
     step0 = resume.step if resume is not None else 0
@@ -239,7 +241,7 @@ def _phases(fleet: Fleet, cfg, resume):
             keeper.catching_sigint() if keeper else contextlib.nullcontext():
         bar.update(step0)
         return run_phases(fleet, phases, step0=step0, progress=bar, resumed=resume and resume.meas,
-                          after_block=keeper)
+                          after_block=chain(after_block, keeper))
 
 
 def summary_fields(cfg, fleet: Fleet, blocks) -> dict:

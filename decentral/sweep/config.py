@@ -21,12 +21,12 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "quiet", "overwrite")
+                  "data_root", "download", "quiet", "overwrite", "log_tensorboard")
 # `decentral run --backend ray` actor options: sweeps run points on the local engine (or as
 # Ray tasks running it), so these have no flag in `decentral sweep` and must stay at defaults
 RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every", "actor_cpus")
 # `decentral run` options with no meaning for a sweep (it has --resume instead of --overwrite)
-RUN_ONLY_FIELDS = ("overwrite", "init_from")
+RUN_ONLY_FIELDS = ("overwrite", "init_from", "log_tensorboard")
 
 
 @dataclass
@@ -93,6 +93,8 @@ class SweepConfig(RunConfig):
             raise UserInputError("sweep: there is no --overwrite; use another --out, or --resume to continue one")
         if self.init_from is not None:
             raise UserInputError("sweep: init_from is an option of `decentral run`; sweeps start fresh units")
+        if self.log_tensorboard is not None:
+            raise UserInputError("sweep: log_tensorboard is an option of `decentral run`")
         for name in RAY_ACTOR_FIELDS:
             if getattr(self, name) != getattr(SweepConfig, name):
                 raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "

@@ -1,0 +1,91 @@
+"""`decentral run --log-tensorboard DIR`: event files read back by TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+
+from decentral import checkpoint
+from decentral.cli import main
+from decentral.config import RunConfig
+from decentral.run import execute, run_local
+from decentral.runner import OBSERVABLES
+
+TINY = dict(units=4, transient=20, steps=60, eval_every=20, seed=1, test_samples=200)
+
+
+def _events(log_dir) -> EventAccumulator:
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    return events.Reload()
+
+
+def test_event_files_hold_every_evaluation_and_the_heat_maps(synthetic_data, tmp_path):
+    cfg = RunConfig(**TINY, out=str(tmp_path / "run"), log_tensorboard=str(tmp_path / "tb")).validate()
+    summary = execute(cfg, synthetic_data)
+    series = pd.read_parquet(tmp_path / "run" / "timeseries.parquet")
+    events = _events(tmp_path / "tb")
+    for name in OBSERVABLES:
+        logged = events.Scalars(f"observables/{name}")
+        assert [e.step for e in logged] == series.step.tolist() == [40, 60, 80]
+        np.testing.assert_allclose([e.value for e in logged], series[name], rtol=1e-6)
+        assert events.Scalars(f"summary/{name}")[0].value == pytest.approx(summary[name], rel=1e-6)
+    image = events.Images("cross_accuracy")[0]
+    assert (image.step, image.height, image.width) == (80, 4, 10)
+    values = events.Tensors("cross_accuracy/values")[0]
+    shape = [d.size for d in values.tensor_proto.tensor_shape.dim]
+    assert shape == [4, 10]
+    stored = tensor_util.make_ndarray(values.tensor_proto)
+    np.testing.assert_allclose(stored, summary["cross_accuracy"], rtol=1e-6)
+    assert "cross_loss" in events.Tags()["images"]
+
+
+def test_init_from_logs_at_engine_steps(synthetic_data, tmp_path):
+    execute(RunConfig(**TINY, out=str(tmp_path / "a")).validate(), synthetic_data)
+    cfg = RunConfig(**{**TINY, "transient": 0, "steps": 40}, init_from=str(tmp_path / "a"),
+                    log_tensorboard=str(tmp_path / "tb")).validate()
+    execute(cfg, synthetic_data)
+    assert [e.step for e in _events(tmp_path / "tb").Scalars("observables/loss")] == [100, 120]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_logs_every_evaluation_once(synthetic_data, tmp_path, monkeypatch):
+    from decentral.problem import prepare
+
+    cfg = RunConfig(**TINY, checkpoint_every=40, out=str(tmp_path / "run"),
+                    log_tensorboard=str(tmp_path / "tb")).validate()
+    problem = prepare(cfg, synthetic_data)
+    log_then_kill = checkpoint.Keeper.__call__
+
+    def kill_at_second_block_after_a_save(self, step, meas):
+        log_then_kill(self, step, meas)
+        if step == 60:  # one evaluation (60) logged after the checkpoint at 40
+            raise Killed
+
+    from decentral.run import open_log
+
+    log = open_log(cfg, 0, None)
+    monkeypatch.setattr(checkpoint.Keeper, "__call__", kill_at_second_block_after_a_save)
+    with pytest.raises(Killed):
+        run_local(cfg, problem, after_block=log)
+    log.close()
+    monkeypatch.undo()
+    saved = checkpoint.load(tmp_path / "run")
+    assert saved.step == 40
+    log = open_log(cfg, 0, saved)
+    run_local(cfg, problem, resume=saved, after_block=log)
+    log.close()
+    assert [e.step for e in _events(tmp_path / "tb").Scalars("observables/loss")] == [40, 60, 80]
+
+
+def test_a_log_directory_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["run", "--log-tensorboard", str(tmp_path / "f" / "tb"), "--steps", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"decentral: error: --log-tensorboard {tmp_path / 'f' / 'tb'}: cannot create")
+    assert "\n" not in err
