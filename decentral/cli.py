@@ -257,8 +257,8 @@ def _cmd_theory(args) -> int:
 
 
 def _add_topology(sub) -> None:
+    from .config import TopologyFlags, add_flags
     from .topology import FORMATS, KINDS
-    from .topology.inspect import DEFAULT_LR
 
     p = sub.add_parser(
         "topology",
@@ -270,33 +270,25 @@ def _add_topology(sub) -> None:
     p.add_argument("target", metavar="FILE|generate", help="topology file to inspect, or 'generate'")
     p.add_argument("kind", nargs="?", metavar="KIND", help=f"generate: one of {', '.join(KINDS)}")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"learning rate for sigma_max (default {DEFAULT_LR:g})")
-    p.add_argument("--nodes", type=int, help="generate: number of nodes; inspect: require exactly N")
-    g = p.add_argument_group("generate options")
-    g.add_argument("--seed", type=int, help="random seed (default 0)")
-    g.add_argument("--out", help="output file, format by extension (default: edge list on stdout)")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out file")
-    g.add_argument("--degree", type=float, help="mean degree of random kinds (default 4)")
-    g.add_argument("--rewire", type=float, help="small_world rewiring probability (default 0.1)")
-    g.add_argument("--periodic", action="store_true", default=None, help="lattice: wrap around (torus)")
-    g.add_argument("--weights", metavar="LOW,HIGH", help="i.i.d. uniform edge weights in [LOW, HIGH]")
+    add_flags(p, TopologyFlags)
     p.set_defaults(handler=_cmd_topology)
-
 
 
 def _cmd_topology(args) -> int:
     from . import topology
+    from .config import TopologyFlags
 
-    if not args.lr > 0:
-        raise UserInputError(f"--lr must be > 0, got {args.lr:g}")
-    options = {k: getattr(args, k) for k in ("seed", "out", "degree", "rewire", "periodic", "weights", "overwrite")}
+    flags = _config_from_args(TopologyFlags, args, skip=("config", "json", "handler", "command", "target", "kind"))
+    if not flags.lr > 0:
+        raise UserInputError(f"--lr must be > 0, got {flags.lr:g}")
+    options = {k: getattr(flags, k) for k in ("seed", "out", "degree", "rewire", "periodic", "weights", "overwrite")}
     if args.target != "generate":
         extra = [f"--{k}" for k, v in options.items() if v is not None] + ([args.kind] if args.kind else [])
         if extra:
             raise UserInputError(f"topology: {' '.join(extra)} only go with 'generate'")
-        info = topology.inspect_file(args.target, args.lr, args.nodes)
+        info = topology.inspect_file(args.target, flags.lr, flags.nodes)
     else:
-        if args.kind is None or args.nodes is None:
+        if args.kind is None or flags.nodes is None:
             raise UserInputError("topology generate needs KIND and --nodes N")
         kw = {k: options[k] for k in ("degree", "rewire", "periodic") if options[k] is not None}
         if options["weights"] is not None:
@@ -312,15 +304,15 @@ def _cmd_topology(args) -> int:
 
             check_output_file(options["out"], bool(options["overwrite"]))  # before any work
             topology.file_format(options["out"])  # a known extension
-        graph = topology.generate(args.kind, args.nodes, seed, **kw)
+        graph = topology.generate(args.kind, flags.nodes, seed, **kw)
         if options["out"] is None and not args.json:
             sys.stdout.write(topology.format_edgelist(graph))
             return 0
         if options["out"] is not None:
             _write_graph_atomic(graph, options["out"])
-            info = topology.inspect_file(options["out"], args.lr)
+            info = topology.inspect_file(options["out"], flags.lr)
         else:
-            info = topology.describe(graph, args.lr)
+            info = topology.describe(graph, flags.lr)
     if args.json:
         _print_json({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in info.items()})
     else:

@@ -147,6 +147,25 @@ class RunConfig:
                                  f"of --eval-folds {self.eval_folds}")
 
 
+@dataclass
+class TopologyFlags:
+    """`decentral topology`'s options (FILE|generate and KIND are positional). Validated by the
+    command, which knows what goes with inspecting and what with generating."""
+
+    lr: float = _f(Hyper.lr, "learning rate for sigma_max")
+    nodes: int | None = _f(None, "generate: number of nodes; inspect: require exactly N")
+    seed: int | None = _f(None, "generate: random seed (default 0)")
+    out: str | None = _f(None, "generate: output file, format by extension (default: edge list on stdout)")
+    overwrite: bool | None = _f(None, "generate: replace an existing --out file")
+    degree: float | None = _f(None, "generate: mean degree of random kinds (default 4)")
+    rewire: float | None = _f(None, "generate: small_world rewiring probability (default 0.1)")
+    periodic: bool | None = _f(None, "generate: lattice wraps around (torus)")
+    weights: str | None = _f(None, "generate: i.i.d. uniform edge weights in [LOW, HIGH], given as LOW,HIGH")
+
+    def validate(self) -> "TopologyFlags":
+        return self
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
