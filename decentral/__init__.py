@@ -3,6 +3,16 @@
 The embedded default is a vectorized local engine (:mod:`decentral.engine`); the Ray
 backend (:mod:`decentral.ray_backend`) runs the same update rule on a cluster, and the
 effective theory (:mod:`decentral.theory`) predicts what both measure.
+
+The Python API (:mod:`decentral.api`, loaded on first use so that `import decentral` stays
+cheap)::
+
+    decentral.run(config=None, **keys) -> RunResult        # one point, as `decentral run`
+    decentral.sweep(config=None, **keys) -> DataFrame      # a sweep's results table
+    decentral.theory(config=None, **keys) -> DataFrame     # Eq. 4-8, as `decentral theory`
+    decentral.load(directory) -> RunResult | SweepResult   # a run or sweep directory read back
+    decentral.RunConfig, decentral.SweepConfig, decentral.TheoryConfig   # the typed configs
+    decentral.UserInputError                               # bad input (a ValueError), never an exit
 """
 
 import os as _os
@@ -12,4 +22,25 @@ import os as _os
 # slower, with identical numbers. Set before torch or numba loads; a user's own value wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .errors import Interrupted, UserInputError
+
 __version__ = "0.1.0"
+
+# run, sweep and theory are the modules of those names, callable as the API's functions
+# (decentral.entry); the other names are the objects of the modules given
+_API = {"run": None, "sweep": None, "theory": None, "load": "api", "RunResult": "api",
+        "SweepResult": "api", "run_config": "api", "sweep_config": "api", "RunConfig": "config",
+        "SweepConfig": "sweep.config", "TheoryConfig": "theory"}
+__all__ = sorted(_API) + ["Interrupted", "UserInputError", "__version__"]
+
+
+def __getattr__(name: str):
+    """The API's names, imported on first use (PEP 562)."""
+    if name not in _API:
+        raise AttributeError(f"module 'decentral' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{_API[name] or name}", __name__)
+    value = module if _API[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value

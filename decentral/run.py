@@ -140,11 +140,19 @@ def load_run(out: str | Path) -> tuple[dict, "pd.DataFrame", dict]:
 def execute(cfg: RunConfig, data: tuple[Split, Split] | None = None, resume: Checkpoint | None = None) -> dict:
     """Run one job end to end with --threads (default: all cores) and return its summary
     (saved under cfg.out when set; continued from `resume`, a checkpoint of cfg.out, when given)."""
+    return run_job(cfg, data, resume)[0]
+
+
+def run_job(cfg: RunConfig, data: tuple[Split, Split] | None = None, resume: Checkpoint | None = None
+            ) -> tuple[dict, Measurement, torch.Tensor]:
+    """`execute`, returning the summary, the measurement and the final parameters [1, N, P]
+    (what `decentral.api.run` hands to notebooks)."""
     with limited_threads(per_worker(cfg.threads)):
         return _execute(cfg, data, resume)
 
 
-def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoint | None) -> dict:
+def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoint | None
+             ) -> tuple[dict, Measurement, torch.Tensor]:
     resolve_device(cfg.device)  # fail fast, before loading data
     if cfg.out and resume is None:
         if (Path(cfg.out) / CHECKPOINT_FILE).is_file() and not cfg.overwrite:
@@ -173,7 +181,7 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
             log.close()
     if cfg.out:
         save_run(cfg.out, cfg, summary, meas, theta, problem.arch, start_step + meas.train_steps)
-    return summary
+    return summary, meas, theta
 
 
 def _train(cfg: RunConfig, problem: Problem, resume: Checkpoint | None, init: params.SavedParams | None,
@@ -209,3 +217,7 @@ def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):
 
     return TensorBoardLog(cfg.log_tensorboard, start_step, resume and resume.meas,
                           resume.step if resume is not None else 0)
+
+from .entry import make_callable  # noqa: E402
+
+make_callable(__name__, "run")  # `decentral.run(...)` is decentral.api.run

@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "decentral"
 # modules that run jobs or parse the command line: nothing below may import them
 TOP = {"decentral.__main__", "decentral.cli", "decentral.run", "decentral.sweep",
-       "decentral.sweep.job", "decentral.sweep.ray_tasks"}
+       "decentral.sweep.job", "decentral.sweep.ray_tasks", "decentral.api"}
 
 
 def _module_name(path: Path) -> str:
