@@ -22,7 +22,7 @@ import os as _os
 # slower, with identical numbers. Set before torch or numba loads; a user's own value wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import Interrupted, UserInputError
+from .errors import Interrupted, UserInputError  # noqa: E402
 
 __version__ = "0.1.0"
 
