@@ -90,3 +90,35 @@ def test_sweeps_refuse_init_from_and_keep_their_hash():
     assert "init_from" not in science_dict(cfg)
     with pytest.raises(UserInputError, match="init_from is an option of `decentral run`"):
         SweepConfig(sigma="1", depth="1", out="x", init_from="y").validate()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_init_from_run_killed_and_resumed_equals_it_undisturbed(synthetic_data, tmp_path, monkeypatch):
+    """Checkpoints of an --init-from run count steps in its own plan; resuming adds the saved step."""
+    from decentral import checkpoint
+    from decentral.problem import prepare
+    from decentral.run import run_local
+
+    execute(RunConfig(**TINY, transient=20, steps=40, out=str(tmp_path / "first")).validate(), synthetic_data)
+    cfg = RunConfig(**TINY, transient=0, steps=60, init_from=str(tmp_path / "first"),
+                    checkpoint_every=20, out=str(tmp_path / "more")).validate()
+    problem = prepare(cfg, synthetic_data)
+    theta, meas = run_local(cfg, problem)
+    keep = checkpoint.Keeper.__call__
+
+    def kill_after_first_save(self, step, meas):
+        keep(self, step, meas)
+        if self.last:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint.Keeper, "__call__", kill_after_first_save)
+    with pytest.raises(Killed):
+        run_local(cfg, problem)
+    monkeypatch.undo()
+    saved = checkpoint.load(tmp_path / "more")
+    assert saved.step == 20
+    theta_resumed, meas_resumed = run_local(cfg, problem, resume=saved)
+    assert torch.equal(theta_resumed, theta) and meas_resumed.records == meas.records
