@@ -345,7 +345,7 @@ def _write_graph_atomic(graph, path: str) -> None:
 
 def _add_sweep(sub) -> None:
     from .config import add_flags
-    from .sweep.config import RAY_ACTOR_FIELDS, RUN_ONLY_FIELDS, SweepConfig
+    from .sweep.config import SweepConfig
 
     p = sub.add_parser("sweep", help="sweep sigma x depth x seed (Fig. 3)",
                        description="Sweep sigma x depth x seed (x topology) under the non-adiabatic "
@@ -354,7 +354,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file whose keys match the flags "
                    "(e.g. experiments/fig3.toml)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_flags(p, SweepConfig, skip=RAY_ACTOR_FIELDS + RUN_ONLY_FIELDS)
+    add_flags(p, SweepConfig)
     p.set_defaults(handler=_cmd_sweep)
 
 

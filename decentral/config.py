@@ -48,15 +48,16 @@ class Phases:
 
 
 @dataclass
-class RunConfig:
-    """One coupled-training run: N units, one sigma, one depth, one seed. Flat, as its flags and
-    config-file keys are; `hyper()` and `phases()` give its components."""
+class SharedConfig:
+    """The fields `decentral run` and `decentral sweep` share, each with one meaning and its
+    default here: the problem (N, architecture, shards), the local learning (`Hyper`), the
+    schedule (`Phases`), the evaluation, and where the work runs. RunConfig adds one point
+    (sigma, depth, seed, topology) and its output and Ray actor options; SweepConfig
+    (`decentral.sweep.config`) adds the sweep's axes and options."""
 
     backend: str = _f("local", "local (vectorized engine, no Ray) or ray", choices=("local", "ray"))
     units: int = _f(10, "N, number of coupled units (paper: 10, one MNIST class each)")
-    depth: int = _f(1, "D, hidden layers per unit; 0 is linear softmax regression")
     width: int = _f(20, "neurons per hidden layer (paper: 20)")
-    sigma: float = _f(30.0, "coupling strength sigma of Eq. 2 (sigma/N is stored beside it)")
     lr: float = _f(Hyper.lr, "SGD learning rate eta (paper: 0.005)")
     weight_decay: float = _f(Hyper.weight_decay, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
     batch_size: int = _f(Hyper.batch_size, "images per SGD batch, drawn from the unit's own shard (paper: 32)")
@@ -76,14 +77,56 @@ class RunConfig:
                         choices=("class", "k-classes", "dirichlet"))
     classes_per_unit: int = _f(2, "classes per unit for partition k-classes")
     dirichlet_alpha: float = _f(0.5, "concentration for partition dirichlet")
-    seed: int = _f(0, "run seed; unit u draws init and batches from streams seeded by (seed, u)")
     test_samples: int | None = _f(None, "evaluate on this many test images (default: all 10,000)")
-    topology: str | None = _f(None, "graph file of the supra-network (default: mean field)")
     data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA, else "
                                "the user cache folder, e.g. ~/.cache/decentral/data, filled on first use)")
     download: bool = _f(False, "download missing MNIST files into the data root (always for the default folder)")
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
+    address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
+
+    def hyper(self) -> Hyper:
+        """The local-learning component: lr, weight decay, batch size and scheme."""
+        return Hyper(self.lr, self.weight_decay, self.batch_size, self.batches)
+
+    def phases(self) -> Phases:
+        """The schedule component: transient, measured steps, evaluation period."""
+        return Phases(self.transient, self.steps, self.eval_every)
+
+    def check_shared(self) -> None:
+        """Signs and ranges of the shared fields (UserInputError naming the flag)."""
+        validate_fields(self)
+        for name in ("units", "width", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 1:
+            raise UserInputError(f"--steps must be >= 1, got {self.steps}")
+        self._check_rotations()
+        if self.test_samples is not None and self.test_samples < 1:
+            raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
+        if self.lr <= 0:
+            raise UserInputError(f"--lr must be > 0, got {self.lr}")
+
+    def _check_rotations(self) -> None:
+        """The rotating scheme needs whole rotations: evaluations per phase a multiple of K."""
+        if self.eval_folds < 1:
+            raise UserInputError(f"--eval-folds must be >= 1, got {self.eval_folds}")
+        n_evals = -(-self.steps // self.eval_every)
+        if self.eval_scheme == "rotating" and n_evals % self.eval_folds:
+            raise UserInputError(f"--eval-scheme rotating: the measurement phase has {n_evals} evaluations "
+                                 f"(--steps {self.steps} / --eval-every {self.eval_every}), not a multiple "
+                                 f"of --eval-folds {self.eval_folds}")
+
+
+@dataclass
+class RunConfig(SharedConfig):
+    """One coupled-training run: N units, one sigma, one depth, one seed. Flat, as its flags and
+    config-file keys are; `hyper()` and `phases()` give its components."""
+
+    depth: int = _f(1, "D, hidden layers per unit; 0 is linear softmax regression")
+    sigma: float = _f(30.0, "coupling strength sigma of Eq. 2 (sigma/N is stored beside it)")
+    seed: int = _f(0, "run seed; unit u draws init and batches from streams seeded by (seed, u)")
+    topology: str | None = _f(None, "graph file of the supra-network (default: mean field)")
     out: str | None = _f(None, "directory for summary, time series and the exact config")
     overwrite: bool = _f(False, "replace an existing --out directory (refused otherwise)")
     log_tensorboard: str | None = _f(None, "stream every evaluation's observables and the final A_x, "
@@ -92,7 +135,6 @@ class RunConfig:
                                "DIR/params.safetensors (same --units and architecture; local engine); "
                                "the step counter, hence the batch stream, continues from their step")
     # --- Ray backend (issue "Distributed backend") ---
-    address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
     units_per_actor: int | None = _f(None, "units stacked in each Ray actor (default: 1 on a cluster; "
                                      "on local Ray, enough that all actors fit the machine's CPUs)")
     gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
@@ -106,45 +148,19 @@ class RunConfig:
     def sigma_over_n(self) -> float:
         return self.sigma / self.units
 
-    def hyper(self) -> Hyper:
-        """The local-learning component: lr, weight decay, batch size and scheme."""
-        return Hyper(self.lr, self.weight_decay, self.batch_size, self.batches)
-
-    def phases(self) -> Phases:
-        """The schedule component: transient, measured steps, evaluation period."""
-        return Phases(self.transient, self.steps, self.eval_every)
-
     def validate(self) -> "RunConfig":
-        validate_fields(self)
-        for name in ("units", "width", "batch_size", "eval_every", "units_per_actor", "gossip_period"):
+        self.check_shared()
+        for name in ("units_per_actor", "gossip_period"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 1:
-            raise UserInputError(f"--steps must be >= 1, got {self.steps}")
-        self._check_rotations()
         if self.backend == "ray" and self.eval_scheme != "full":
             raise UserInputError("--eval-scheme rotating runs on the local engine (and in sweeps); "
                                  "the Ray backend of `decentral run` evaluates the full test set")
-        if self.test_samples is not None and self.test_samples < 1:
-            raise UserInputError(f"--test-samples must be >= 1, got {self.test_samples}")
-        if self.lr <= 0:
-            raise UserInputError(f"--lr must be > 0, got {self.lr}")
         if self.init_from is not None and self.backend == "ray":
             raise UserInputError("--init-from starts a run on the local engine; leave out --backend ray")
         if self.actor_cpus is not None and self.actor_cpus <= 0:
             raise UserInputError(f"--actor-cpus must be > 0, got {self.actor_cpus}")
         return self
-
-
-    def _check_rotations(self) -> None:
-        """The rotating scheme needs whole rotations: evaluations per phase a multiple of K."""
-        if self.eval_folds < 1:
-            raise UserInputError(f"--eval-folds must be >= 1, got {self.eval_folds}")
-        n_evals = -(-self.steps // self.eval_every)
-        if self.eval_scheme == "rotating" and n_evals % self.eval_folds:
-            raise UserInputError(f"--eval-scheme rotating: the measurement phase has {n_evals} evaluations "
-                                 f"(--steps {self.steps} / --eval-every {self.eval_every}), not a multiple "
-                                 f"of --eval-folds {self.eval_folds}")
 
 
 @dataclass

@@ -84,12 +84,12 @@ def test_init_from_bad_directory_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_sweeps_refuse_init_from_and_keep_their_hash():
-    from decentral.sweep.config import SweepConfig, science_dict
+    from decentral.sweep.config import load_sweep_config, science_dict
 
-    cfg = SweepConfig(sigma="1", depth="1", out="x").validate()
+    cfg = load_sweep_config({}, {"sigma": "1", "depth": "1", "out": "x"})
     assert "init_from" not in science_dict(cfg)
     with pytest.raises(UserInputError, match="init_from is an option of `decentral run`"):
-        SweepConfig(sigma="1", depth="1", out="x", init_from="y").validate()
+        load_sweep_config({"init_from": "y"}, {"sigma": "1", "depth": "1", "out": "x"})
 
 
 class Killed(Exception):

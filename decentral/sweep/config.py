@@ -1,9 +1,9 @@
-"""Typed configuration of `decentral sweep`: the `run` flags with list-valued sigma and depth.
+"""Typed configuration of `decentral sweep`: the shared run fields plus the sweep's axes.
 
-SweepConfig inherits every RunConfig field (lr, transient, steps, test_samples, ...) so a sweep
-point is exactly a `decentral run` job; it overrides sigma, depth and topology with
-comma-separated lists and adds the sweep's own options. Config files may give lists as TOML or
-YAML arrays (`sigma = [0.1, 1, 10]`).
+SweepConfig is `config.SharedConfig` (units, lr, transient, steps, test_samples, ...: each
+default in that one place) plus the axes sigma, depth, seed and topology as comma-separated
+lists and the sweep's own options, so a sweep point is exactly a `decentral run` job
+(`run_config`). Config files may give lists as TOML or YAML arrays (`sigma = [0.1, 1, 10]`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..config import RunConfig, _f, merge, to_dict, validate_fields
+from ..config import RunConfig, SharedConfig, _f, _flag, merge, to_dict
 from ..errors import UserInputError
 from .grids import named_grid, parse_list
 
@@ -21,16 +21,22 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "quiet", "overwrite", "log_tensorboard")
-# `decentral run --backend ray` actor options: sweeps run points on the local engine (or as
-# Ray tasks running it), so these have no flag in `decentral sweep` and must stay at defaults
-RAY_ACTOR_FIELDS = ("units_per_actor", "gossip_period", "staleness", "checkpoint_every", "actor_cpus")
-# `decentral run` options with no meaning for a sweep (it has --resume instead of --overwrite)
-RUN_ONLY_FIELDS = ("overwrite", "init_from", "log_tensorboard")
+                  "data_root", "download", "quiet")
+# `decentral run` options a sweep has no use for: sweeps run each point on the local engine
+# (or as Ray tasks running it) and start fresh units. A config file or mapping may still carry
+# them at the values a sweep always used (None is RunConfig's default); any other value is refused.
+RAY_ACTOR_FIELDS = {"units_per_actor": 1, "gossip_period": 1, "staleness": 0, "checkpoint_every": 0,
+                    "actor_cpus": 1.0}
+RUN_ONLY_FIELDS = {"overwrite": False, "init_from": None, "log_tensorboard": None}
+RUN_ONLY_MESSAGES = {
+    "overwrite": "sweep: there is no --overwrite; use another --out, or --resume to continue one",
+    "init_from": "sweep: init_from is an option of `decentral run`; sweeps start fresh units",
+    "log_tensorboard": "sweep: log_tensorboard is an option of `decentral run`",
+}
 
 
 @dataclass
-class SweepConfig(RunConfig):
+class SweepConfig(SharedConfig):
     """A sweep over sigma x depth x seed (x topology), under one or both protocols."""
 
     sigma: str | None = _f(None, "comma-separated coupling values (or use --sigma-grid)")
@@ -47,9 +53,6 @@ class SweepConfig(RunConfig):
     resume: bool = _f(False, "skip points already finished in --out (same config only)")
     max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
     quiet: bool = _f(False, "no progress bar (shown with its ETA on stderr when it is a terminal)")
-    # Ray actor options keep the values sweeps always hashed (they have no sweep flag)
-    units_per_actor: int = _f(1, "unused by sweeps")
-    actor_cpus: float = _f(1.0, "unused by sweeps")
 
     # --- parsed views ---------------------------------------------------------------------
     def sigmas(self) -> list[float]:
@@ -78,27 +81,17 @@ class SweepConfig(RunConfig):
 
     def run_config(self, depth: int, sigma: float, seed: int, topology: str | None) -> RunConfig:
         """The `decentral run` config of one sweep point (runs on the local engine)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
-        values.update(depth=depth, sigma=sigma, seed=seed, topology=topology, out=None, backend="local")
-        return RunConfig(**values)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(SharedConfig)}
+        shared.update(backend="local")
+        return RunConfig(**shared, depth=depth, sigma=sigma, seed=seed, topology=topology)
 
     def validate(self) -> "SweepConfig":
-        validate_fields(self)
+        self.check_shared()
         if self.out is None:
             raise UserInputError("sweep: --out DIR is required")
         for name in ("seeds", "max_batch"):
             if getattr(self, name) < 1:
-                raise UserInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.overwrite:
-            raise UserInputError("sweep: there is no --overwrite; use another --out, or --resume to continue one")
-        if self.init_from is not None:
-            raise UserInputError("sweep: init_from is an option of `decentral run`; sweeps start fresh units")
-        if self.log_tensorboard is not None:
-            raise UserInputError("sweep: log_tensorboard is an option of `decentral run`")
-        for name in RAY_ACTOR_FIELDS:
-            if getattr(self, name) != getattr(SweepConfig, name):
-                raise UserInputError(f"sweep: --{name.replace('_', '-')} is a Ray actor option of "
-                                     "`decentral run`; sweeps run each point on the local engine")
+                raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
         self.sigmas(), self.depths(), self.topologies()
         if self.protocol == "both":
             self.protocol_depths("adiabatic")
@@ -119,19 +112,38 @@ def normalize_lists(values: dict) -> dict:
     return out
 
 
+def drop_run_only(values: dict) -> dict:
+    """`values` without the `decentral run` options a sweep has no use for; refused (one line)
+    unless at a value a sweep always used."""
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in RAY_ACTOR_FIELDS or name in RUN_ONLY_FIELDS:
+            if value is not None and value != {**RAY_ACTOR_FIELDS, **RUN_ONLY_FIELDS}[name]:
+                raise UserInputError(RUN_ONLY_MESSAGES.get(name) or f"sweep: {_flag(name)} is a Ray actor "
+                                     "option of `decentral run`; sweeps run each point on the local engine")
+            continue
+        out[key] = value
+    return out
+
+
 def load_sweep_config(file_values: dict, flag_values: dict) -> SweepConfig:
     """Defaults < config file < flags, validated."""
-    return merge(SweepConfig, normalize_lists(file_values), flag_values)
+    return merge(SweepConfig, drop_run_only(normalize_lists(file_values)), flag_values)
 
 
 # Fields added after sweeps were first written: at these defaults they stay out of the hash, so
 # a sweep directory written before them still resumes.
-LATER_FIELDS = {"batches": "iid", "eval_scheme": "full", "init_from": None}
+LATER_FIELDS = {"batches": "iid", "eval_scheme": "full"}
 
 
 def science_dict(cfg: SweepConfig, topology_digests: dict[str, str] | None = None) -> dict:
-    """The config values that determine the results (for the manifest and its hash)."""
+    """The config values that determine the results (for the manifest and its hash).
+
+    The Ray actor options are hashed at the values sweeps always ran with (RAY_ACTOR_FIELDS):
+    sweep directories written while SweepConfig carried them keep their hash."""
     values = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    values.update(RAY_ACTOR_FIELDS)
     if values.get("eval_scheme") == "full":  # K means nothing for the full scheme (kept when rotating)
         values.pop("eval_folds", None)
     for name, default in LATER_FIELDS.items():  # at their defaults, they leave older hashes alone
