@@ -1,13 +1,16 @@
-"""Gradient backends behind one interface, chosen once per simulation from its device.
+"""Gradient backends behind one interface, chosen once per simulation from its config and device.
 
     torch   `model.loss_and_grad`: batched PyTorch ops and the hand-written backward (any device,
             any dtype); the reference every other backend is tested against
     numba   `kernels`: a unit's whole local gradient in one compiled CPU loop nest (float32 CPU),
             followed by Eq. 2 in the same pass (`kernels.LocalGrad`)
 
-`select(device)` picks numba for float32 CPU work when numba imports, else torch.
-`DECENTRAL_KERNELS=torch` (or `fused`, the default) overrides the choice; it is read here, once
-per call of `select`, which the engine makes when it builds a stepper and a Ray actor when it
+`select(device, dtype, kernels)` takes the config's `kernels` field (`--kernels`):
+"torch" or "numba" force that backend (numba only for float32 CPU work where it imports);
+"auto", the default, picks numba for float32 CPU work when numba imports, else torch. The
+environment variable `DECENTRAL_KERNELS=torch` (or `fused`, the same as unset) is what "auto"
+means on this machine: an explicit `--kernels` wins over it. `select` runs when a simulation
+builds its stepper (`simulation.single_run`, `simulation.ensemble`) and when a Ray actor
 starts, never per step.
 """
 
@@ -21,9 +24,9 @@ from . import kernels
 from .errors import UserInputError
 from .model import Architecture, UnitBatches, layer_views, loss_and_grad
 
-KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" forces the PyTorch backend; "fused" (default) allows numba
-CHOICES = ("fused", "torch")
-
+KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" makes "auto" mean PyTorch; "fused" (or unset) allows numba
+CHOICES = ("fused", "torch")  # values of DECENTRAL_KERNELS
+KERNELS = ("auto", "numba", "torch")  # values of the config's `kernels` field
 
 class TorchBackend:
     """The PyTorch reference (`model.loss_and_grad`)."""
@@ -71,18 +74,24 @@ TORCH, NUMBA = TorchBackend(), NumbaBackend()
 Backend = TorchBackend | NumbaBackend
 
 
-def requested() -> str:
-    """The DECENTRAL_KERNELS override ("fused", the default, or "torch"), checked."""
+def requested(choice: str = "auto") -> str:
+    """The backend asked for: "numba" or "torch" as the config's `kernels` says, or with "auto"
+    the DECENTRAL_KERNELS override ("torch"; "fused", the default, leaves "auto"), checked."""
+    if choice not in KERNELS:
+        raise UserInputError(f"--kernels must be one of {', '.join(KERNELS)}; got {choice!r}")
     mode = os.environ.get(KERNELS_ENV, "fused")
     if mode not in CHOICES:
         raise UserInputError(f"{KERNELS_ENV}={mode!r}: expected 'fused' (the default) or 'torch'")
-    return mode
+    return "torch" if choice == "auto" and mode == "torch" else choice
 
 
-def select(device, dtype: torch.dtype = torch.float32) -> Backend:
-    """numba for float32 CPU work where numba imports and DECENTRAL_KERNELS allows it, else torch."""
-    mode = requested()
-    on_cpu = torch.device(device).type == "cpu"
-    if mode == "fused" and kernels.available() and on_cpu and dtype == torch.float32:
-        return NUMBA
-    return TORCH
+def select(device, dtype: torch.dtype = torch.float32, choice: str = "auto") -> Backend:
+    """The gradient backend for `choice`, the config's `kernels` ("auto": numba for float32 CPU
+    work where numba imports and DECENTRAL_KERNELS allows it, else torch); "numba" where it
+    cannot run is a UserInputError."""
+    mode = requested(choice)
+    fits = kernels.available() and torch.device(device).type == "cpu" and dtype == torch.float32
+    if mode == "numba" and not fits:
+        raise UserInputError("--kernels numba runs float32 work on the CPU with numba installed; "
+                             "use --kernels auto or torch here")
+    return NUMBA if fits and mode != "torch" else TORCH

@@ -33,9 +33,9 @@ from .runner import Measurement
 from .storage import atomic_write_bytes, read_npz
 
 FILE = "checkpoint.npz"
-# config keys that change no number: a resumed run may give them anew
+# config keys that change no number (kernels: none beyond float rounding): a resumed run may give them anew
 RUNTIME_KEYS = ("out", "overwrite", "threads", "data_root", "download", "address", "actor_cpus",
-                "units_per_actor", "checkpoint_every", "log_tensorboard")
+                "units_per_actor", "checkpoint_every", "log_tensorboard", "kernels")
 
 
 def science(values: dict) -> dict:

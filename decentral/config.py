@@ -84,6 +84,9 @@ class SharedConfig:
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
+    kernels: str = _f("auto", "gradient backend: auto (numba for float32 CPU work when it imports, else "
+                      "PyTorch; DECENTRAL_KERNELS=torch makes auto mean torch), numba or torch; the same "
+                      "numbers up to float rounding (decentral.backends)", choices=("auto", "numba", "torch"))
 
     def hyper(self) -> Hyper:
         """The local-learning component: lr, weight decay, batch size and scheme."""

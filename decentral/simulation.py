@@ -20,7 +20,9 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from .config import RunConfig
+from . import backends
+from .config import RunConfig, SharedConfig
+from .data import Shards
 from .engine import EngineState, Stepper, init_state, make_stepper, sigma_tensor
 from .ensemble import make_ensemble_stepper
 from .evaluation import make_evaluator
@@ -68,11 +70,16 @@ class LocalSimulation:
         return finite_replicas(self.state.theta).cpu().numpy()
 
 
+def backend_of(cfg: SharedConfig, shards: Shards) -> backends.Backend:
+    """The gradient backend of cfg.kernels for the shards' device and dtype (chosen once here)."""
+    return backends.select(shards.train.x.device, shards.train.x.dtype, cfg.kernels)
+
+
 def single_run(cfg: RunConfig, problem: Problem, device, state: EngineState | None = None) -> LocalSimulation:
     """One run (R = 1) of `problem` under `cfg` on `device`, from `state` (default: fresh parameters)."""
     shards, test = problem.on_device(device)
     stepper = make_stepper(problem.arch, shards, problem.coupling, sigma_tensor(cfg.sigma, 1, device),
-                           [cfg.seed], cfg.hyper())
+                           [cfg.seed], cfg.hyper(), backend_of(cfg, shards))
     if state is None:
         state = init_state(problem.arch, [cfg.seed], shards.n_units, cfg.init, device)
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))
@@ -85,5 +92,5 @@ def ensemble(cfg: RunConfig, problem: Problem, sigmas: Sequence[float], seeds: S
     shards, test = problem.on_device(device)
     stepper = make_ensemble_stepper(problem.arch, shards, problem.coupling,
                                     sigma_tensor(list(sigmas), len(sigmas), device), list(seeds), per_seed,
-                                    cfg.hyper())
+                                    cfg.hyper(), backend_of(cfg, shards))
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))

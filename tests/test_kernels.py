@@ -3,11 +3,14 @@ the PyTorch reference, and the backend choice."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from decentral import backends, kernels
+from decentral.config import RunConfig
 from decentral.errors import UserInputError
 from decentral.model import Architecture, UnitBatches, init_params
 from decentral.model import loss_and_grad as reference
@@ -103,6 +106,31 @@ def test_kernel_is_skipped_where_it_does_not_apply(monkeypatch):
     assert backends.select("meta") is backends.TORCH  # any device but the CPU
     monkeypatch.setenv(backends.KERNELS_ENV, "torch")
     assert backends.select("cpu") is backends.TORCH
+
+
+def test_the_config_chooses_the_backend_over_the_environment(monkeypatch):
+    assert backends.select("cpu", choice="torch") is backends.TORCH
+    monkeypatch.setenv(backends.KERNELS_ENV, "torch")  # what "auto" means here
+    assert backends.select("cpu", choice="auto") is backends.TORCH
+    assert backends.select("cpu", choice="numba") is backends.NUMBA  # an explicit choice wins
+    with pytest.raises(UserInputError, match="--kernels numba runs float32 work on the CPU"):
+        backends.select("meta", choice="numba")
+    with pytest.raises(UserInputError, match="--kernels must be one of auto, numba, torch"):
+        RunConfig(kernels="fast").validate()
+
+
+def test_a_run_builds_the_backend_of_its_config(synthetic_data):
+    from decentral.engine import FusedKernel
+    from decentral.problem import prepare
+    from decentral.simulation import single_run
+
+    cfg = RunConfig(units=3, width=4, transient=0, steps=4, eval_every=2, test_samples=30)
+    problem = prepare(cfg, synthetic_data)
+    fused = single_run(cfg, problem, "cpu")
+    loop = single_run(dataclasses.replace(cfg, kernels="torch"), problem, "cpu")
+    assert isinstance(fused.stepper, FusedKernel) and not isinstance(loop.stepper, FusedKernel)
+    fused.advance(3), loop.advance(3)
+    assert torch.allclose(fused.theta, loop.theta, atol=1e-5)
 
 
 @pytest.mark.parametrize("where", [784 * 20 + 20 + 5, 3 * 784 + 100])  # second layer's W[0, 5]; first layer's W[3, 100]

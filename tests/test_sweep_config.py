@@ -30,6 +30,7 @@ def test_fig3_paper_hashes_are_unchanged():
     file stands (3 seeds), and with --seeds 1, the running sweep's manifest."""
     assert config_hash(science_dict(fig3_paper())) == "b7d1420d19706120"
     assert config_hash(science_dict(fig3_paper(seeds=1))) == "bd53e1faea6cc302"
+    assert config_hash(science_dict(fig3_paper(kernels="torch"))) != "b7d1420d19706120"  # hashed when set
 
 
 def test_the_fig3_sweep_directory_resumes(tmp_path):

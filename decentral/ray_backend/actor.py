@@ -33,7 +33,7 @@ class UnitActor:
         self.checkpoint_every = checkpoint_every
         self.data = source.load(plan_block.units)  # on this node, from the data root
         self.indexer = B.make_indexer(hyper, plan_block.units, self.data)
-        self.backend = backends.select("cpu")  # the gradient backend, chosen once per actor
+        self.backend = backends.select("cpu", choice=hyper.kernels)  # the gradient backend, once per actor
         self.q_rows = torch.as_tensor(plan_block.q_rows, dtype=torch.float32)  # [n, M]
         self.degree = torch.as_tensor(plan_block.degree, dtype=torch.float32).unsqueeze(1)  # [n, 1]
         self.send_rows = None if plan_block.raw else torch.as_tensor(plan_block.send_rows,

@@ -33,6 +33,7 @@ class BlockHyper:
     seed: int
     init: str  # "pytorch" or "normal"
     batches: str = "iid"  # batch scheme (streams.batch_chunk)
+    kernels: str = "auto"  # gradient backend (the config's `kernels`, see decentral.backends)
 
 
 def initial_block(arch: Architecture, hyper: BlockHyper, units) -> torch.Tensor:

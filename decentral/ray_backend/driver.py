@@ -37,7 +37,7 @@ class ActorsLost(Exception):
 
 def hyper_of(cfg) -> BlockHyper:
     return BlockHyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.sigma, cfg.units,
-                      cfg.gossip_period, cfg.staleness, cfg.seed, cfg.init, cfg.batches)
+                      cfg.gossip_period, cfg.staleness, cfg.seed, cfg.init, cfg.batches, cfg.kernels)
 
 
 class Fleet:
