@@ -38,9 +38,16 @@ RUNTIME_KEYS = ("out", "overwrite", "threads", "data_root", "download", "address
                 "units_per_actor", "checkpoint_every", "log_tensorboard", "kernels")
 
 
+# keys added after checkpoints were first written: at these defaults they stay out of the
+# hash, so a checkpoint (and params.safetensors) written before them keeps its hash and resumes
+LATER_KEYS = {"dataset": "mnist"}
+
+
 def science(values: dict) -> dict:
-    """The config values that determine the numbers (everything but RUNTIME_KEYS)."""
-    return {k: v for k, v in values.items() if k not in RUNTIME_KEYS}
+    """The config values that determine the numbers (everything but RUNTIME_KEYS, and
+    LATER_KEYS at their defaults)."""
+    return {k: v for k, v in values.items()
+            if k not in RUNTIME_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def config_hash(values: dict) -> str:
@@ -104,7 +111,7 @@ def resumed_config(out: str, stored: dict, given: dict) -> RunConfig:
     given = {k.replace("-", "_"): v for k, v in given.items()}
     cfg = merge(RunConfig, stored, {**given, "out": out})
     new = to_dict(cfg)
-    differ = sorted(k for k, v in science(new).items() if stored.get(k) != v)
+    differ = sorted(k for k, v in science(new).items() if stored.get(k, LATER_KEYS.get(k)) != v)
     if differ:
         changes = ", ".join(f"{k} ({stored.get(k)!r} -> {new[k]!r})" for k in differ)
         raise UserInputError(f"--resume {out}: the run there has another config: {changes}; "

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .datasets import DEFAULT as DEFAULT_DATASET
+from .datasets import NAMES as DATASET_NAMES
 from .errors import UserInputError
 from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
@@ -78,9 +80,12 @@ class SharedConfig:
     classes_per_unit: int = _f(2, "classes per unit for partition k-classes")
     dirichlet_alpha: float = _f(0.5, "concentration for partition dirichlet")
     test_samples: int | None = _f(None, "evaluate on this many test images (default: all 10,000)")
-    data_root: str | None = _f(None, "MNIST root in torchvision layout (default: $DECENTRAL_DATA, else "
+    dataset: str = _f(DEFAULT_DATASET, "the units' images: mnist (the paper's), fashion-mnist, kmnist or "
+                      "cifar10, read from the data root in torchvision's layout", choices=DATASET_NAMES)
+    data_root: str | None = _f(None, "data root in torchvision's layout (default: $DECENTRAL_DATA, else "
                                "the user cache folder, e.g. ~/.cache/decentral/data, filled on first use)")
-    download: bool = _f(False, "download missing MNIST files into the data root (always for the default folder)")
+    download: bool = _f(False, "download the dataset's missing files into the data root (always for the "
+                        "default folder)")
     device: str = _f("cpu", "torch device: cpu, cuda or cuda:K")
     threads: int | None = _f(None, "compute threads: PyTorch, BLAS, OpenMP, numba (default: all available cores)")
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")

@@ -1,8 +1,11 @@
-"""MNIST as tensors, and its partition into N private shards.
+"""Datasets as tensors, and their partition into N private shards.
 
-Loaded once through `torchvision.datasets.MNIST` (never a per-sample DataLoader): images
-flattened to [M, 784] float32 in [0, 1], labels int64. The training set is reordered so that
-each unit's private samples are contiguous: unit u owns rows offsets[u] : offsets[u+1].
+A dataset (`--dataset`: MNIST, Fashion-MNIST, KMNIST, CIFAR-10; see `decentral.datasets`) is
+loaded once from its files in torchvision's layout (never a per-sample DataLoader): images
+flattened to x [M, C*H*W] float32 in (C, H, W) order, normalised as the dataset says (the
+MNIST family: pixels in [0, 1]; CIFAR-10: standardised per channel), labels y [M] int64.
+The training set is reordered so that each unit's private samples are contiguous: unit u
+owns rows offsets[u] : offsets[u+1]. The partitions are the same for every dataset.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import torch
 
 from . import datafiles
 from .datafiles import DATA_ENV  # noqa: F401  (re-exported)
+from .datareaders import read_split
+from .datasets import DEFAULT, Dataset, get
 from .errors import UserInputError
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a labelled image set: x [M, 784] float32, y [M] int64."""
+    """One split of a labelled image set: x [M, C*H*W] float32 (784 for MNIST), y [M] int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -50,51 +55,48 @@ def resolve_data_root(flag: str | None) -> Path:
     return datafiles.resolve_root(flag)
 
 
+def load(dataset: str, root: str | Path, download: bool = False) -> tuple[Split, Split]:
+    """(train, test) splits of `dataset` (a --dataset name) from torchvision's layout under
+    `root` (cached per root)."""
+    return load_split(dataset, root, True, download), load_split(dataset, root, False, download)
+
+
+def load_split(dataset: str, root: str | Path, train: bool, download: bool = False) -> Split:
+    """One split of `dataset` (train=True: its training images; False: its test images), cached."""
+    return _load_cached(get(dataset).name, str(Path(root).resolve()), train, download)
+
+
 def load_mnist(root: str | Path, download: bool = False) -> tuple[Split, Split]:
-    """(train, test) MNIST splits from torchvision's layout under `root` (cached per root)."""
-    return load_mnist_split(root, True, download), load_mnist_split(root, False, download)
+    """(train, test) MNIST splits (:func:`load` of "mnist")."""
+    return load(DEFAULT, root, download)
 
 
 def load_mnist_split(root: str | Path, train: bool, download: bool = False) -> Split:
     """One MNIST split (train=True: 60,000 images; False: the 10,000 test images), cached."""
-    return _load_mnist_cached(str(Path(root).resolve()), train, download)
+    return load_split(DEFAULT, root, train, download)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_mnist_cached(root: str, train: bool, download: bool) -> Split:
-    from torchvision.datasets import MNIST
-
-    datafiles.ensure(root, download)  # present and whole, or one line saying what is not
-    try:
-        data = MNIST(root=root, train=train, download=False)
-    except (RuntimeError, AssertionError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"MNIST files in {datafiles.raw_folder(root)} cannot be read: {first}") from None
-    _check_split(data.data, data.targets, datafiles.raw_folder(root), "train" if train else "t10k")
-    return _as_split(data.data, data.targets)
+def _load_cached(dataset: str, root: str, train: bool, download: bool) -> Split:
+    spec = get(dataset)
+    datafiles.ensure(root, download, spec)  # present and whole, or one line saying what is not
+    pixels, labels = read_split(spec, root, train)  # [M, C*H*W] uint8, [M] int64, checked
+    return _as_split(pixels, labels, spec)
 
 
-N_CLASSES = 10  # MNIST digits: every label must be in 0..9 before any kernel indexes with it
+_load_mnist_cached = _load_cached  # the cache, under its earlier name (tests clear it)
+N_CLASSES = 10  # classes of every built-in dataset: labels are checked to be in 0..9
 
 
-def _check_split(images: torch.Tensor, labels: torch.Tensor, folder: Path, prefix: str) -> None:
-    """Shapes and labels of a split read from its idx files; one line naming the file if wrong."""
-    images_file, labels_file = folder / f"{prefix}-images-idx3-ubyte", folder / f"{prefix}-labels-idx1-ubyte"
-    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28) or len(images) == 0:
-        raise UserInputError(f"MNIST file {images_file} holds images of shape {tuple(images.shape)}, "
-                             "expected [M, 28, 28]")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise UserInputError(f"MNIST file {labels_file} holds {len(labels)} labels for "
-                             f"{len(images)} images in {images_file.name}")
-    bad = torch.nonzero((labels < 0) | (labels >= N_CLASSES)).flatten()
-    if len(bad):
-        first = int(bad[0])
-        raise UserInputError(f"MNIST file {labels_file}: label {int(labels[first])} at index {first} "
-                             f"is outside 0..{N_CLASSES - 1} ({len(bad)} such labels)")
-
-
-def _as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-    x = images.reshape(len(images), -1).to(torch.float32).div_(255.0)  # [M, 784]
+def _as_split(pixels: torch.Tensor, labels: torch.Tensor, spec: Dataset) -> Split:
+    """Pixels [M, C*H*W] uint8 to x float32 in [0, 1], then standardised per channel where the
+    dataset has a mean and std."""
+    x = pixels.reshape(len(pixels), -1).to(torch.float32).div_(255.0)  # [M, C*H*W]
+    if spec.mean is not None:
+        channels = spec.shape[0]
+        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, channels, 1)
+        std = torch.tensor(spec.std, dtype=torch.float32).view(1, channels, 1)
+        x.view(len(x), channels, -1).sub_(mean).div_(std)  # [M, C, H*W], in place
     return Split(x.contiguous(), labels.to(torch.int64))
 
 

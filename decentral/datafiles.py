@@ -1,21 +1,29 @@
-"""Where MNIST lives on this machine, whether its files are all there, and fetching them.
+"""Where the datasets live on this machine, whether their files are all there and whole, and
+fetching them.
 
 The data root is `--data-root DIR`, else `$DECENTRAL_DATA`, else a default folder in the
-platform's cache directory (:func:`default_root`). Under it, torchvision's layout:
-``ROOT/MNIST/raw/<four idx files>``. Missing files are downloaded (torchvision's downloader,
-with its progress bar on stderr) with `--download`, or on a first run into the default
-folder; where that is impossible (offline), one line names the missing files and the folder
-to put them in. A file of the wrong size (a partial download, another file) is one line too.
+platform's cache directory (:func:`default_root`). Under it, torchvision's layout, one folder
+per dataset (`decentral.datasets`): ``ROOT/MNIST/raw``, ``ROOT/FashionMNIST/raw`` and
+``ROOT/KMNIST/raw`` with four uncompressed idx files each, ``ROOT/cifar-10-batches-py`` with
+CIFAR-10's python batches. Missing files are downloaded (torchvision's downloader, with its
+progress bar on stderr) with `--download`, or on a first run into the default folder; where
+that is impossible (offline), one line names the missing files and the folder to put them in.
+An idx file whose size or header is not what its header and the dataset say (a partial
+download, another file) is one line too; CIFAR-10's batches are checked as they are read
+(`decentral.datareaders`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
+import struct
 import sys
 from pathlib import Path
 
+from .datasets import DEFAULT, Dataset, get
 from .errors import UserInputError
 
 DATA_ENV = "DECENTRAL_DATA"  # environment variable naming the data root
@@ -26,7 +34,8 @@ FILES = {
     "t10k-images-idx3-ubyte": 7_840_016,
     "t10k-labels-idx1-ubyte": 10_008,
 }
-SOURCE = "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirrors)"
+SOURCE = get(DEFAULT).source
+IDX_UBYTE = 0x08  # idx type code of unsigned bytes, the MNIST family's pixels and labels
 
 
 def default_root() -> Path:
@@ -53,59 +62,104 @@ def resolve_root(flag: str | None) -> Path:
     return path
 
 
-def raw_folder(root: str | Path) -> Path:
-    return Path(root) / "MNIST" / "raw"
+def _spec(dataset: str | Dataset) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else get(dataset)
 
 
-def missing_files(root: str | Path) -> list[str]:
-    """The MNIST files absent from ROOT/MNIST/raw, in FILES order."""
-    return [name for name in FILES if not (raw_folder(root) / name).is_file()]
+def raw_folder(root: str | Path, dataset: str | Dataset = DEFAULT) -> Path:
+    """The folder of the dataset's files under the data root (ROOT/MNIST/raw for MNIST)."""
+    return _spec(dataset).raw_folder(root)
+
+
+def missing_files(root: str | Path, dataset: str | Dataset = DEFAULT) -> list[str]:
+    """The dataset's files absent from its folder, in the order the dataset lists them."""
+    spec = _spec(dataset)
+    return [name for name in spec.files if not (spec.raw_folder(root) / name).is_file()]
+
+
+def _damaged(spec: Dataset, path: Path, what: str) -> UserInputError:
+    return UserInputError(f"{spec.title} file {path} is damaged: {what} (replace it, or delete it "
+                          "and rerun with --download)")
+
+
+def check_idx(spec: Dataset, path: Path, item_shape: tuple[int, ...]) -> int:
+    """An idx file of unsigned bytes holding items of `item_shape` ((H, W) images, () labels),
+    its size the one its header gives; returns its item count, or one line saying what is wrong."""
+    ndim = 1 + len(item_shape)
+    header_bytes = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(header_bytes)
+    if len(head) < header_bytes:
+        raise _damaged(spec, path, f"{size:,} bytes, shorter than its idx header ({header_bytes} bytes)")
+    if head[:4] != bytes((0, 0, IDX_UBYTE, ndim)):
+        raise _damaged(spec, path, f"header {head[:4].hex()} is not that of {ndim}-dimensional unsigned "
+                       f"bytes (expected {bytes((0, 0, IDX_UBYTE, ndim)).hex()})")
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    if tuple(dims[1:]) != tuple(item_shape):
+        raise _damaged(spec, path, f"its header gives items of shape {tuple(dims[1:])}, expected "
+                       f"{tuple(item_shape)}")
+    expected = header_bytes + math.prod(dims)
+    if size != expected:
+        raise _damaged(spec, path, f"{size:,} bytes, expected {expected:,}")
+    return dims[0]
+
+
+def check_files(root: str | Path, dataset: str | Dataset = DEFAULT) -> None:
+    """The idx files of the MNIST family: headers and sizes (CIFAR-10's batches are checked as
+    they are read)."""
+    spec = _spec(dataset)
+    if spec.file_format != "idx":
+        return
+    for name in spec.files:
+        shape = tuple(spec.shape[1:]) if "images" in name else ()
+        check_idx(spec, spec.raw_folder(root) / name, shape)
 
 
 def check_sizes(root: str | Path, names) -> None:
-    """One line naming the first file among `names` whose size is not MNIST's."""
+    """MNIST's files among `names`: headers and sizes (kept for callers of the MNIST-only API)."""
+    spec = get(DEFAULT)
     for name in names:
-        path = raw_folder(root) / name
-        size = path.stat().st_size
-        if size != FILES[name]:
-            raise UserInputError(
-                f"MNIST file {path} is damaged: {size:,} bytes, expected {FILES[name]:,} "
-                "(replace it, or delete it and rerun with --download)")
+        check_idx(spec, spec.raw_folder(root) / name, tuple(spec.shape[1:]) if "images" in name else ())
 
 
-def ensure(root: str | Path, download: bool) -> None:
-    """Make sure the four files are present and whole (torchvision opens either split only
+def ensure(root: str | Path, download: bool, dataset: str | Dataset = DEFAULT) -> None:
+    """Make sure the dataset's files are present and whole (torchvision opens a split only
     then), downloading where allowed: with `download`, or into the default folder (a first
     run). Otherwise one line says what is missing and where it goes."""
-    root = Path(root)
-    missing = missing_files(root)
+    root, spec = Path(root), _spec(dataset)
+    missing = missing_files(root, spec)
     if missing:
         if not (download or _is_default(root)):
             raise UserInputError(
-                f"MNIST files missing in {raw_folder(root)}: {', '.join(missing)}; put them there "
-                f"(uncompressed) or rerun with --download where internet exists")
-        _download(root, missing)
-    check_sizes(root, FILES)
+                f"{spec.title} files missing in {spec.raw_folder(root)}: {', '.join(missing)}; put them "
+                f"there ({_as_stored(spec)}) or rerun with --download where internet exists")
+        _download(root, missing, spec)
+    check_files(root, spec)
+
+
+def _as_stored(spec: Dataset) -> str:
+    return "uncompressed" if spec.file_format == "idx" else "as extracted from cifar-10-python.tar.gz"
 
 
 def _is_default(root: Path) -> bool:
     return root.resolve() == default_root().resolve()
 
 
-def _download(root: Path, missing: list[str]) -> None:
-    """torchvision's MNIST download: its progress bars on stderr, its messages held back (so
-    stdout stays clean and an offline attempt ends in exactly one line)."""
-    from torchvision.datasets import MNIST
+def _download(root: Path, missing: list[str], spec: Dataset) -> None:
+    """torchvision's download of the dataset: its progress bars on stderr, its messages held
+    back (so stdout stays clean and an offline attempt ends in exactly one line)."""
+    import torchvision.datasets
 
     try:
-        raw_folder(root).mkdir(parents=True, exist_ok=True)
+        spec.raw_folder(root).mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(io.StringIO()):
-            MNIST(root=str(root), train=True, download=True)
-        print(f"decentral: downloaded MNIST into {raw_folder(root)}", file=sys.stderr)
+            getattr(torchvision.datasets, spec.torchvision_class)(root=str(root), train=True, download=True)
+        print(f"decentral: downloaded {spec.title} into {spec.raw_folder(root)}", file=sys.stderr)
     except (OSError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        still = missing_files(root) or missing
+        still = missing_files(root, spec) or missing
         raise UserInputError(
-            f"MNIST files missing in {raw_folder(root)}: {', '.join(still)}; the download from "
-            f"{SOURCE} failed ({reason}): put the files there (uncompressed), or pass "
-            f"--data-root DIR / set {DATA_ENV} to a folder that has them") from None
+            f"{spec.title} files missing in {spec.raw_folder(root)}: {', '.join(still)}; the download "
+            f"from {spec.source} failed ({reason}): put the files there ({_as_stored(spec)}), or "
+            f"pass --data-root DIR / set {DATA_ENV} to a folder that has them") from None

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data import Shards, Split, load_mnist_split, partition, resolve_data_root, subsample_test
+from .data import Shards, Split, load_split, partition, resolve_data_root, subsample_test
+from .datasets import get as get_dataset
 from .errors import UserInputError
 from .model import Architecture
 from .observables import cross_scores, finite_replicas
@@ -28,6 +29,9 @@ class Problem:
     shards: Shards | None  # None when the backend's workers load their own shards
     test: Split
     coupling: Coupling  # Q of Eq. 2 (q_ij weight of edge i -> j), its provenance and spectral bound
+    # shape of one input, a row of x: (C, H, W) of the dataset (MNIST (1, 28, 28), CIFAR-10
+    # (3, 32, 32)); (n_in,) for data passed in whose rows do not match the configured dataset
+    input_shape: tuple[int, ...] = (1, 28, 28)
 
     @property
     def topology(self) -> dict | None:
@@ -59,17 +63,21 @@ def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     """
     coupling = load_coupling(cfg.topology, cfg.units)
     remote_shards = cfg.backend == "ray" and data is None
+    spec = get_dataset(cfg.dataset)
+    given = data is not None
     if data is None:
         root = resolve_data_root(cfg.data_root)
-        train = None if remote_shards else load_mnist_split(root, True, cfg.download)
-        data = (train, load_mnist_split(root, False, cfg.download))
+        train = None if remote_shards else load_split(spec.name, root, True, cfg.download)
+        data = (train, load_split(spec.name, root, False, cfg.download))
     train, test = data
     shards = None if remote_shards else partition(
         train, cfg.units, cfg.partition, cfg.seed, cfg.classes_per_unit, cfg.dirichlet_alpha)
     test = subsample_test(test, cfg.test_samples, seed=0)
-    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=test.x.shape[1],
-                        n_out=int(test.y.max()) + 1)
-    return Problem(arch, shards, test, coupling)
+    n_in = test.x.shape[1]
+    n_out = int(test.y.max()) + 1 if given else spec.n_classes
+    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=n_in, n_out=n_out)
+    shape = spec.shape if n_in == spec.n_inputs else (n_in,)
+    return Problem(arch, shards, test, coupling, shape)
 
 
 def final_cross_scores(arch: Architecture, theta: torch.Tensor, test: Split) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import DATA_ENV, Shards, Split, load_mnist, partition, resolve_data_root, subsample_test
+from ..data import DATA_ENV, Shards, Split, partition, resolve_data_root, subsample_test
+from ..data import load as load_data
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def slice_block(shards: Shards, units, test: Split) -> BlockData:
 
 @dataclass(frozen=True)
 class MnistSource:
-    """Load MNIST on the actor's node and partition it exactly as the driver would."""
+    """Load the dataset on the actor's node and partition it exactly as the driver would."""
 
     data_root: str | None  # explicit --data-root; else the node's $DECENTRAL_DATA
     driver_root: str | None  # the driver's data root, the last fallback
@@ -54,10 +55,11 @@ class MnistSource:
     classes_per_unit: int
     dirichlet_alpha: float
     test_samples: int | None
+    dataset: str = "mnist"  # the --dataset to load
 
     def load(self, units) -> BlockData:
         root = resolve_data_root(self.data_root or os.environ.get(DATA_ENV) or self.driver_root)
-        train, test = load_mnist(root)
+        train, test = load_data(self.dataset, root)
         # partition row *indices* (x = row number) so only our rows of x are ever copied
         index = Split(torch.arange(len(train.y)).unsqueeze(1), train.y)
         shards = partition(index, self.n_units, self.scheme, self.seed, self.classes_per_unit,
@@ -81,4 +83,4 @@ class InlineSource:
 
 def mnist_source(cfg) -> MnistSource:
     return MnistSource(cfg.data_root, os.environ.get(DATA_ENV), cfg.units, cfg.partition, cfg.seed,
-                       cfg.classes_per_unit, cfg.dirichlet_alpha, cfg.test_samples)
+                       cfg.classes_per_unit, cfg.dirichlet_alpha, cfg.test_samples, cfg.dataset)

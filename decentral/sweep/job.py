@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import resources
-from ..data import Split, load_mnist, resolve_data_root
+from ..data import Split, load, resolve_data_root
 from ..runner import progress_bar
 from ..storage import file_digest
 from ..threads import limited as limited_threads
@@ -109,7 +109,7 @@ def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepRepor
 
 def _run_local(cfg: SweepConfig, groups: list[Group], sink: StoreSink, data) -> None:
     if data is None:
-        data = load_mnist(resolve_data_root(cfg.data_root), download=cfg.download)
+        data = load(cfg.dataset, resolve_data_root(cfg.data_root), download=cfg.download)
     total = count_points(groups) * (cfg.transient + cfg.steps)
     with progress_bar(total, "sweep", enabled=False if cfg.quiet else None) as bar:
         bar.unit = "pt-step"

@@ -27,14 +27,14 @@ def _group_task(cfg_values: dict, group: Group, chain_states: dict, driver_root:
     import ray
     import torch
 
-    from ..data import DATA_ENV, load_mnist, resolve_data_root
+    from ..data import DATA_ENV, load, resolve_data_root
     from .worker import group_problem, run_group
 
     try:
         cfg = SweepConfig(**cfg_values)
         torch.set_num_threads(cfg.threads or 1)
         root = resolve_data_root(cfg.data_root or os.environ.get(DATA_ENV) or driver_root)
-        data = load_mnist(root, download=cfg.download)
+        data = load(cfg.dataset, root, download=cfg.download)
         received: list = []
         run_group(cfg, group, group_problem(cfg, group, data), lambda r, s: received.append((r, s)),
                   None, chain_states)

@@ -58,6 +58,8 @@ def _records(cfg: SweepConfig, group: Group, problem: Problem, theta, meas, keys
     common = {name: getattr(cfg, name) for name in CONFIG_COLUMNS}
     if cfg.eval_scheme != "full":  # (tables at the default keep their columns)
         common.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
+    if cfg.dataset != "mnist":  # (likewise)
+        common.update(dataset=cfg.dataset)
     records = []
     for r, (seed, index) in enumerate(keys):
         sigma = sigma_list[index]
