@@ -73,16 +73,28 @@ def _values(config, kwargs: dict) -> dict:
     return {**values, **kwargs}
 
 
+def _with_model(values: dict) -> dict:
+    """A callable `model` (an nn.Module factory, `factory(input_shape, n_classes)`) registered
+    under its function name (`decentral.models.register`) and named in the config instead."""
+    model = values.get("model")
+    if callable(model):
+        from .models import register
+
+        name = getattr(model, "__name__", "")
+        values["model"] = register(name if name.isidentifier() and name != "mlp" else "custom", model)
+    return values
+
+
 def run_config(config=None, /, **kwargs) -> RunConfig:
     """The validated RunConfig of these values (as `decentral run` builds it from flags)."""
-    return merge(RunConfig, {}, _values(config, kwargs))
+    return merge(RunConfig, {}, _with_model(_values(config, kwargs)))
 
 
 def sweep_config(config=None, /, **kwargs):
     """The validated SweepConfig of these values (lists may be Python lists)."""
     from .sweep.config import load_sweep_config
 
-    return load_sweep_config(_values(config, kwargs), {})
+    return load_sweep_config(_with_model(_values(config, kwargs)), {})
 
 
 def _matrix(rows) -> pd.DataFrame:
@@ -98,7 +110,9 @@ def _result(summary: dict, series: pd.DataFrame, cfg: RunConfig, theta, out) -> 
 
 def run(config=None, /, *, data=None, **kwargs) -> RunResult:
     """Train one point (`decentral run`) and return its RunResult. `data`: an optional
-    (train, test) pair of `decentral.data.Split` instead of MNIST from the data root."""
+    (train, test) pair of `decentral.data.Split` instead of MNIST from the data root.
+    `model`: "mlp" (default), "cnn", a registered name, or any nn.Module factory
+    `factory(input_shape, n_classes)` (registered under its function name)."""
     from .run import run_job
 
     cfg = run_config(config, **kwargs)

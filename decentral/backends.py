@@ -1,5 +1,6 @@
 """Gradient backends behind one interface, chosen once per simulation from its config and device.
 
+    torch.func  `functional.ModuleArch.loss_and_grad`: any nn.Module (`--model cnn`, the Python API)
     torch   `model.loss_and_grad`: batched PyTorch ops and the hand-written backward (any device,
             any dtype); the reference every other backend is tested against
     numba   `kernels`: a unit's whole local gradient in one compiled CPU loop nest (float32 CPU),
@@ -22,6 +23,7 @@ import torch
 
 from . import kernels
 from .errors import UserInputError
+from .functional import FUNCTIONAL, FunctionalBackend
 from .model import Architecture, UnitBatches, layer_views, loss_and_grad
 
 KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" makes "auto" mean PyTorch; "fused" (or unset) allows numba
@@ -49,7 +51,10 @@ class NumbaBackend:
 
     def loss_and_grad(self, arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor,
                       with_loss: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """As `model.loss_and_grad` (same arguments and results, same math)."""
+        """As `model.loss_and_grad` (same arguments and results, same math; a generic model
+        computes it itself, `functional`)."""
+        if not isinstance(arch, Architecture):
+            return arch.loss_and_grad(theta, x, y, with_loss)
         inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
         if theta.stride(-1) != 1:
             theta = theta.contiguous()
@@ -71,7 +76,7 @@ class NumbaBackend:
 
 
 TORCH, NUMBA = TorchBackend(), NumbaBackend()
-Backend = TorchBackend | NumbaBackend
+Backend = TorchBackend | NumbaBackend | FunctionalBackend
 
 
 def requested(choice: str = "auto") -> str:
@@ -85,11 +90,14 @@ def requested(choice: str = "auto") -> str:
     return "torch" if choice == "auto" and mode == "torch" else choice
 
 
-def select(device, dtype: torch.dtype = torch.float32, choice: str = "auto") -> Backend:
+def select(device, dtype: torch.dtype = torch.float32, choice: str = "auto", arch=None) -> Backend:
     """The gradient backend for `choice`, the config's `kernels` ("auto": numba for float32 CPU
     work where numba imports and DECENTRAL_KERNELS allows it, else torch); "numba" where it
-    cannot run is a UserInputError."""
+    cannot run is a UserInputError. A generic model (`arch` not an MLP `Architecture`) always
+    takes torch.func (`functional`)."""
     mode = requested(choice)
+    if arch is not None and not isinstance(arch, Architecture):
+        return FUNCTIONAL
     fits = kernels.available() and torch.device(device).type == "cpu" and dtype == torch.float32
     if mode == "numba" and not fits:
         raise UserInputError("--kernels numba runs float32 work on the CPU with numba installed; "

@@ -40,7 +40,7 @@ RUNTIME_KEYS = ("out", "overwrite", "threads", "data_root", "download", "address
 
 # keys added after checkpoints were first written: at these defaults they stay out of the
 # hash, so a checkpoint (and params.safetensors) written before them keeps its hash and resumes
-LATER_KEYS = {"dataset": "mnist"}
+LATER_KEYS = {"dataset": "mnist", "model": "mlp"}
 
 
 def science(values: dict) -> dict:

@@ -19,6 +19,9 @@ from .errors import UserInputError
 from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 
+MODELS = ["mlp", "cnn"]  # unit models (decentral.models); the Python API may register more names
+
+
 def _f(default, help: str, **meta):
     """A dataclass field whose help text documents its default (shown by --help)."""
     return field(default=default, metadata={"help": help, **meta})
@@ -60,6 +63,9 @@ class SharedConfig:
     backend: str = _f("local", "local (vectorized engine, no Ray) or ray", choices=("local", "ray"))
     units: int = _f(10, "N, number of coupled units (paper: 10, one MNIST class each)")
     width: int = _f(20, "neurons per hidden layer (paper: 20)")
+    model: str = _f("mlp", "unit model: mlp (the paper's, D hidden layers of --width; fast kernels) or cnn "
+                    "(2 conv layers + linear head, stepped with torch.func; --depth, --width unused)",
+                    choices=MODELS)
     lr: float = _f(Hyper.lr, "SGD learning rate eta (paper: 0.005)")
     weight_decay: float = _f(Hyper.weight_decay, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
     batch_size: int = _f(Hyper.batch_size, "images per SGD batch, drawn from the unit's own shard (paper: 32)")

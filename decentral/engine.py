@@ -130,11 +130,11 @@ def make_stepper(
 
     coupling: one Coupling for every replica or one per replica [R]; sigma [R, 1, 1]; shards on
     the engine's device; seeds [R]; backend: the gradient backend (default: `backends.select`
-    for the shards' device and dtype). Whether the fused kernel runs (the backend) and Eq. 2's
+    for the shards' device and dtype, and the arch: torch.func for a generic model). Whether the fused kernel runs (the backend) and Eq. 2's
     form (the coupling's kind, `decentral.forms`) are decided here, once.
     """
-    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype)
-    if backend.fuses_coupling:  # gradient and Eq. 2 in one pass
+    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype, arch=arch)
+    if backend.fuses_coupling and isinstance(arch, Architecture):  # gradient and Eq. 2 in one pass
         return FusedKernel(arch, shards, seeds, coupling, sigma, hyper, backend)
     apply = step_apply(coupling, sigma, shards.n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)

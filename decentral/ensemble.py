@@ -52,6 +52,11 @@ class SharedBatches:
                   out=out.view(self.k, self.s, self.n, -1, self.batch_size))  # regroup and bias, one pass
         return out
 
+    def unit_x(self) -> torch.Tensor:
+        """Every replica's unit batches [K*S*N, B, I] (expanded views; for generic models)."""
+        x = self.x.view(self.k, 1, self.n, self.batch_size, -1)
+        return x.expand(-1, self.s, -1, -1, -1).reshape(self.k * self.s * self.n, self.batch_size, -1)
+
     def weight_grad(self, delta: torch.Tensor, out: torch.Tensor) -> None:
         g_wide = torch.bmm(self._to_wide(delta), self.x)  # [K*N, S*H, I]
         out.view(self.k, self.s, self.n, *out.shape[1:]).copy_(self._grouped(g_wide))  # one strided copy
@@ -74,8 +79,8 @@ def make_ensemble_stepper(arch: Architecture, shards: Shards, coupling: Coupling
     coupling: one Coupling for all replicas or one per replica [R]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype)
-    if backend.fuses_coupling:  # CPU kernels: one kernel pass per unit beats the shared GEMMs
+    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype, arch=arch)
+    if backend.fuses_coupling and isinstance(arch, Architecture):  # CPU kernels: one pass per unit beats shared GEMMs
         return FusedKernel(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper,
                            backend)
     apply = step_apply(coupling, sigma, n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)

@@ -82,6 +82,7 @@ class SharedInputs:
     plain GEMM [U*H, K+1] x [K+1, T] with no separate bias pass (README: what it saves)."""
 
     def __init__(self, x: torch.Tensor):
+        self.x = x  # [T, n_in] (what generic models read, `decentral.functional`)
         self.live = torch.nonzero((x != 0).any(dim=0)).flatten()  # [K] pixels that are ever nonzero
         ones = torch.ones(1, x.shape[0], dtype=x.dtype, device=x.device)
         self.xt = torch.cat([x.T[self.live], ones]).contiguous()  # [K+1, T]
@@ -146,6 +147,10 @@ class UnitBatches:
         units, batch = x.shape[:2]
         return cls(x.reshape(units * batch, -1), _row_numbers(units, batch, x.device), x)
 
+    def unit_x(self) -> torch.Tensor:
+        """Every unit's batch [U, B, n_in] (the generic models' input, `decentral.functional`)."""
+        return self.x
+
     @property
     def x(self) -> torch.Tensor:
         """The batches as one tensor [U, B, n_in] (gathered on first use)."""
@@ -176,11 +181,14 @@ def loss_and_grad(
     theta [U, P], x [U, B, n_in] or UnitBatches (or an object with its forward/weight_grad
     contract), y [U, B] (class indices). with_loss=False skips the loss (returns None for it).
 
+    A generic model (`functional.ModuleArch`, not an MLP) computes it with torch.func instead.
     The PyTorch reference of every gradient backend (`decentral.backends`): the first layer
     runs as batched GEMMs through the inputs' contract, the layers above as PyTorch ops;
     activations are kept transposed, [U, width, B], so every product is W @ h with W as stored
     (faster than h @ W^T for these thin layers).
     """
+    if not isinstance(arch, Architecture):
+        return arch.loss_and_grad(theta, x, y, with_loss)
     inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
@@ -228,7 +236,9 @@ def per_sample_scores(
     arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy [U, T] and correctness [U, T] of every unit on shared test data x [T, n_in]
-    (or its :func:`shared_inputs`)."""
+    (or its :func:`shared_inputs`); a generic model (`functional.ModuleArch`) scores itself."""
+    if not isinstance(arch, Architecture):
+        return arch.per_sample_scores(theta, x, y)
     logits = transposed_logits(arch, theta, x)  # [U, C, T]
     loss = F.cross_entropy(logits, y.expand(logits.shape[0], -1), reduction="none")
     correct = (logits.max(dim=1).indices == y).to(theta.dtype)  # argmax (first max) over classes
@@ -240,7 +250,10 @@ def init_params(arch: Architecture, generators: list[torch.Generator], scheme: s
 
     scheme "pytorch": nn.Linear's default, weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     (kaiming_uniform with a=sqrt(5)); scheme "normal": every parameter N(0, 1) (the paper's text).
+    A generic model (`functional.ModuleArch`) initializes itself from the same generators.
     """
+    if not isinstance(arch, Architecture):
+        return arch.init_params(generators, scheme)
     rows = []
     for gen in generators:
         parts = []

@@ -37,6 +37,8 @@ FORMAT = "decentral-params/1"
 
 def layer_layout(arch: Architecture) -> list[dict]:
     """Name, shape and offset in a parameter row of every layer tensor, in storage order."""
+    if not isinstance(arch, Architecture):  # a generic model (`functional.ModuleArch`)
+        return arch.layout()
     layout, offset = [], 0
     for i, (fan_in, fan_out) in enumerate(arch.layer_shapes):
         for name, shape in ((f"layers.{i}.weight", [fan_out, fan_in]), (f"layers.{i}.bias", [fan_out])):
@@ -46,6 +48,8 @@ def layer_layout(arch: Architecture) -> list[dict]:
 
 
 def arch_dict(arch: Architecture) -> dict:
+    if not isinstance(arch, Architecture):  # a generic model: kind (its name), input_shape, ...
+        return arch.describe()
     return {"kind": "mlp", "depth": arch.depth, "width": arch.width, "n_in": arch.n_in,
             "n_out": arch.n_out, "n_params": arch.n_params}
 

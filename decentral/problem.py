@@ -16,7 +16,9 @@ from .config import RunConfig
 from .data import Shards, Split, load_split, partition, resolve_data_root, subsample_test
 from .datasets import get as get_dataset
 from .errors import UserInputError
+from .functional import ModuleArch
 from .model import Architecture
+from .models import build as build_arch
 from .observables import cross_scores, finite_replicas
 from .topology import Coupling, load_coupling
 
@@ -25,7 +27,7 @@ from .topology import Coupling, load_coupling
 class Problem:
     """Everything a backend needs besides the config: data, shapes and the coupling."""
 
-    arch: Architecture
+    arch: Architecture | ModuleArch  # the MLP (fast paths) or a generic model (`decentral.models`)
     shards: Shards | None  # None when the backend's workers load their own shards
     test: Split
     coupling: Coupling  # Q of Eq. 2 (q_ij weight of edge i -> j), its provenance and spectral bound
@@ -75,8 +77,8 @@ def prepare(cfg: RunConfig, data: tuple[Split, Split] | None = None) -> Problem:
     test = subsample_test(test, cfg.test_samples, seed=0)
     n_in = test.x.shape[1]
     n_out = int(test.y.max()) + 1 if given else spec.n_classes
-    arch = Architecture(depth=cfg.depth, width=cfg.width, n_in=n_in, n_out=n_out)
     shape = spec.shape if n_in == spec.n_inputs else (n_in,)
+    arch = build_arch(cfg.model, cfg.depth, cfg.width, shape, n_out)  # the MLP, or a generic model
     return Problem(arch, shards, test, coupling, shape)
 
 

@@ -70,16 +70,17 @@ class LocalSimulation:
         return finite_replicas(self.state.theta).cpu().numpy()
 
 
-def backend_of(cfg: SharedConfig, shards: Shards) -> backends.Backend:
-    """The gradient backend of cfg.kernels for the shards' device and dtype (chosen once here)."""
-    return backends.select(shards.train.x.device, shards.train.x.dtype, cfg.kernels)
+def backend_of(cfg: SharedConfig, shards: Shards, arch=None) -> backends.Backend:
+    """The gradient backend of cfg.kernels for the shards' device and dtype (chosen once here;
+    torch.func for a generic model `arch`)."""
+    return backends.select(shards.train.x.device, shards.train.x.dtype, cfg.kernels, arch)
 
 
 def single_run(cfg: RunConfig, problem: Problem, device, state: EngineState | None = None) -> LocalSimulation:
     """One run (R = 1) of `problem` under `cfg` on `device`, from `state` (default: fresh parameters)."""
     shards, test = problem.on_device(device)
     stepper = make_stepper(problem.arch, shards, problem.coupling, sigma_tensor(cfg.sigma, 1, device),
-                           [cfg.seed], cfg.hyper(), backend_of(cfg, shards))
+                           [cfg.seed], cfg.hyper(), backend_of(cfg, shards, problem.arch))
     if state is None:
         state = init_state(problem.arch, [cfg.seed], shards.n_units, cfg.init, device)
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))
@@ -92,5 +93,5 @@ def ensemble(cfg: RunConfig, problem: Problem, sigmas: Sequence[float], seeds: S
     shards, test = problem.on_device(device)
     stepper = make_ensemble_stepper(problem.arch, shards, problem.coupling,
                                     sigma_tensor(list(sigmas), len(sigmas), device), list(seeds), per_seed,
-                                    cfg.hyper(), backend_of(cfg, shards))
+                                    cfg.hyper(), backend_of(cfg, shards, problem.arch))
     return LocalSimulation(stepper, state, make_evaluator(problem.arch, test, cfg.eval_scheme, cfg.eval_folds))

@@ -134,7 +134,8 @@ def load_sweep_config(file_values: dict, flag_values: dict) -> SweepConfig:
 
 # Fields added after sweeps were first written: at these defaults they stay out of the hash, so
 # a sweep directory written before them still resumes.
-LATER_FIELDS = {"batches": "iid", "eval_scheme": "full", "kernels": "auto", "dataset": "mnist"}
+LATER_FIELDS = {"batches": "iid", "eval_scheme": "full", "kernels": "auto", "dataset": "mnist",
+                "model": "mlp"}
 
 
 def science_dict(cfg: SweepConfig, topology_digests: dict[str, str] | None = None) -> dict:

@@ -1,0 +1,140 @@
+"""Any `torch.nn.Module` as a stacked ensemble of units, stepped with torch.func.
+
+A unit is the module a factory builds, `factory(input_shape, n_classes) -> nn.Module`; all units
+share its structure. Unit u's parameters are one flat row theta[u] [P] in the module's
+`named_parameters()` order (each tensor row-major), so Eq. 2 (`decentral.update`, `forms`) acts
+on theta [R, N, P] exactly as for the MLP. Gradients come from one reverse pass through the
+units' forward passes vectorized with `torch.func.vmap` over `functional_call` (the units are
+independent, so the gradient of their summed losses is every unit's own gradient); weight decay
+is not in it (Eq. 2 adds it). Evaluation runs the same vmapped forward on shared test images.
+
+The module runs in eval mode with its buffers fixed at the template's values (no batch-norm
+statistics, no dropout), so a step is a pure function of (theta, batch). Unit u is initialized
+by the factory under the global RNG seeded from its own stream (`streams.init_generator`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+Factory = Callable[[tuple, int], torch.nn.Module]  # (input_shape, n_classes) -> a fresh module
+EVAL_UNIT_IMAGES = 8192  # unit x image pairs per evaluation chunk (bounds activation memory)
+
+
+class ModuleArch:
+    """The shape of every unit of a generic model: the template module and its flat layout."""
+
+    def __init__(self, name: str, factory: Factory, input_shape: tuple, n_out: int):
+        self.name, self.factory = name, factory
+        self.input_shape, self.n_out = tuple(int(s) for s in input_shape), int(n_out)
+        self.n_in = math.prod(self.input_shape)
+        with torch.random.fork_rng(devices=[]):
+            self.template = self._build()
+        self.names = [n for n, _ in self.template.named_parameters()]
+        self.shapes = [tuple(p.shape) for _, p in self.template.named_parameters()]
+        self.numels = [math.prod(s) for s in self.shapes]
+        self.n_params = sum(self.numels)
+        self.buffers = {n: b.detach() for n, b in self.template.named_buffers()}
+
+    def _build(self) -> torch.nn.Module:
+        module = self.factory(self.input_shape, self.n_out)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"model factory {self.name!r} returned {type(module).__name__}, not an nn.Module")
+        return module.float().eval()
+
+    def describe(self) -> dict:
+        """What params.safetensors records of the architecture."""
+        return {"kind": self.name, "input_shape": list(self.input_shape), "n_out": self.n_out,
+                "n_params": self.n_params}
+
+    def layout(self) -> list[dict]:
+        """Name, shape and offset in a row of every parameter tensor, in storage order."""
+        offsets = [sum(self.numels[:i]) for i in range(len(self.numels))]
+        return [{"name": n, "shape": list(s), "offset": o} for n, s, o in zip(self.names, self.shapes, offsets)]
+
+    def unflatten(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: view} of one unit's row [P] (differentiable: split's backward is one cat)."""
+        parts = row.split(self.numels, dim=-1)
+        return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes)}
+
+    def logits(self, row: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] of one unit (row [P]) on images x [B, *input_shape]."""
+        buffers = {n: b.to(row.device) for n, b in self.buffers.items()}
+        return functional_call(self.template, (self.unflatten(row), buffers), (x,))
+
+    def images(self, flat: torch.Tensor) -> torch.Tensor:
+        """Flat inputs [..., n_in] as images [..., *input_shape]."""
+        return flat.reshape(*flat.shape[:-1], *self.input_shape)
+
+    def loss_and_grad(self, theta: torch.Tensor, inputs, y: torch.Tensor, with_loss: bool = True
+                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Mean cross-entropy per unit [U] and its gradient [U, P] (no weight decay), as
+        `model.loss_and_grad`: theta [U, P]; inputs x [U, B, n_in] or UnitBatches/SharedBatches
+        (their `unit_x()`); y [U, B]."""
+        x = self.images(inputs if isinstance(inputs, torch.Tensor) else inputs.unit_x())  # [U, B, ...]
+
+        def unit_loss(row, xu, yu):  # cross-entropy; gather batches under vmap where nll_loss does not
+            log_p = self.logits(row, xu).log_softmax(dim=-1)  # [B, C]
+            return -log_p.gather(-1, yu.unsqueeze(-1)).mean()
+
+        def total(stack):
+            losses = vmap(unit_loss)(stack, x, y)  # [U]
+            return losses.sum(), losses.detach()
+
+        gradient, losses = grad(total, has_aux=True)(theta)  # [U, P], [U]
+        return (losses if with_loss else None), gradient
+
+    def per_sample_scores(self, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy [U, T] and correctness [U, T] of units theta [U, P] on shared test images
+        x [T, n_in] (or an object holding them as `.x`, e.g. model.SharedInputs)."""
+        x = self.images(x if isinstance(x, torch.Tensor) else x.x)  # [T, ...]
+        chunk = max(1, EVAL_UNIT_IMAGES // max(1, theta.shape[0]))
+        losses, correct = [], []
+        for start in range(0, x.shape[0], chunk):
+            xc, yc = x[start : start + chunk], y[start : start + chunk]
+            logits = vmap(self.logits, in_dims=(0, None))(theta, xc)  # [U, t, C]
+            losses.append(F.cross_entropy(logits.transpose(1, 2), yc.expand(theta.shape[0], -1), reduction="none"))
+            correct.append((logits.max(dim=2).indices == yc).to(theta.dtype))
+        return torch.cat(losses, dim=1), torch.cat(correct, dim=1)
+
+    def init_params(self, generators: list[torch.Generator], scheme: str) -> torch.Tensor:
+        """Initial parameters [U, P] (CPU float32), unit u from generators[u]: "pytorch" builds the
+        module with the global RNG seeded from that stream (its layers' own default init);
+        "normal" draws every parameter N(0, 1)."""
+        rows = []
+        for gen in generators:
+            if scheme == "normal":
+                rows.append(torch.randn(self.n_params, generator=gen))
+                continue
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module = self._build()
+            rows.append(self._row_of(module))
+        return torch.stack(rows)
+
+    def _row_of(self, module: torch.nn.Module) -> torch.Tensor:
+        """A module's parameters as one row [P], checked against the template's layout."""
+        params = list(module.named_parameters())
+        if [n for n, _ in params] != self.names or [tuple(p.shape) for _, p in params] != self.shapes:
+            raise ValueError(f"model factory {self.name!r} built modules of different structures")
+        return torch.cat([p.detach().reshape(-1) for _, p in params]).float()
+
+
+class FunctionalBackend:
+    """The gradient backend of generic models (`ModuleArch.loss_and_grad`; any device)."""
+
+    name = "torch.func"
+    fuses_coupling = False  # Eq. 2 runs apart from the gradient (`decentral.forms`)
+
+    def loss_and_grad(self, arch: ModuleArch, theta: torch.Tensor, x, y: torch.Tensor,
+                      with_loss: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return arch.loss_and_grad(theta, x, y, with_loss)
+
+
+FUNCTIONAL = FunctionalBackend()

@@ -1,0 +1,202 @@
+"""The generic torch.func model path: equal to the MLP's fast paths on an MLP, and any model
+(a CNN) through the engine, ensembles, evaluation and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from decentral import backends, models
+from decentral.data import partition
+from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
+from decentral.ensemble import init_ensemble, make_ensemble_stepper
+from decentral.evaluation import make_evaluator
+from decentral.functional import FUNCTIONAL, ModuleArch
+from decentral.model import Architecture, loss_and_grad
+from decentral.topology import Coupling, mean_field
+
+HYPER = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8)
+
+
+def _ring(n: int) -> np.ndarray:
+    q = np.zeros((n, n))
+    for i in range(n):
+        q[i, (i + 1) % n] = q[(i + 1) % n, i] = 1.0
+    return q
+
+
+def _generic_mlp(arch: Architecture) -> ModuleArch:
+    return ModuleArch("mlp-generic", models.mlp_factory(arch.depth, arch.width), (1, 28, 28), arch.n_out)
+
+
+def test_generic_loss_and_grad_equal_the_mlp_reference(synthetic_data):
+    train, _ = synthetic_data
+    x, y = train.x[:48].view(6, 8, -1), train.y[:48].view(6, 8)
+    for depth in (0, 1, 2):
+        arch = Architecture(depth=depth)
+        generic = _generic_mlp(arch)
+        assert generic.n_params == arch.n_params
+        theta = init_state(arch, [3], 6).theta[0]  # [6, P]
+        want_loss, want_grad = loss_and_grad(arch, theta, x, y)
+        loss, grad = FUNCTIONAL.loss_and_grad(generic, theta, x, y)
+        assert torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("graph", ["mean-field", "ring"])
+def test_generic_path_equals_the_mlp_fast_path(synthetic_data, graph):
+    """30 coupled steps of the generic path on an MLP equal the fast path's (numba kernel where
+    it runs, else the PyTorch one) to 1e-5, D = 0, 1, 2, and so do the observables."""
+    train, test = synthetic_data
+    shards = partition(train, 5, "class", seed=0)
+    q = mean_field(5) if graph == "mean-field" else _ring(5)
+    coupling, sigma = Coupling.from_matrix(q), sigma_tensor(20.0, 1, "cpu")
+    for depth in (0, 1, 2):
+        arch = Architecture(depth=depth)
+        generic = _generic_mlp(arch)
+        state = init_state(arch, [7], 5)
+        fast = make_stepper(arch, shards, coupling, sigma, [7], HYPER).advance(state, 30)
+        stepper = make_stepper(generic, shards, coupling, sigma, [7], HYPER)
+        assert isinstance(stepper.step_fn, object) and backends.select("cpu", arch=generic) is FUNCTIONAL
+        got = stepper.advance(state, 30)
+        diff = (got.theta - fast.theta).abs().max()
+        assert diff < 1e-5, (depth, graph, float(diff))
+        want = make_evaluator(arch, test, "full", 10)(fast.theta)
+        have = make_evaluator(generic, test, "full", 10)(got.theta)
+        for key in want:
+            assert np.allclose(have[key], want[key], atol=1e-5), key
+
+
+def test_generic_init_draws_each_unit_from_its_own_stream():
+    cnn = models.build("cnn", 1, 20, (1, 28, 28), 10)
+    a = init_state(cnn, [4], 3).theta[0]  # [3, P]
+    b = init_state(cnn, [4], 5).theta[0]
+    assert a.shape == (3, 11274) and torch.equal(a, b[:3])  # unit u's row depends on (seed, u) only
+    assert not torch.equal(a[0], a[1])
+    assert not torch.equal(a, init_state(cnn, [5], 3).theta[0])
+
+
+def test_cnn_ensemble_replicas_equal_their_single_runs(synthetic_data):
+    """A stacked ensemble (two seeds x two sigma, per-replica sigma, shared batches) steps each
+    replica as its own single run does."""
+    train, _ = synthetic_data
+    shards = partition(train, 4, "class", seed=0)
+    cnn = models.build("cnn", 1, 20, (1, 28, 28), 10)
+    coupling, sigmas, seeds = Coupling.from_matrix(_ring(4)), [0.0, 30.0, 0.0, 30.0], [1, 2]
+    state = init_ensemble(cnn, seeds, 2, 4, "pytorch", "cpu")
+    stepper = make_ensemble_stepper(cnn, shards, coupling, sigma_tensor(sigmas, 4, "cpu"), seeds, 2, HYPER)
+    got = stepper.advance(state, 10).theta  # [4, 4, P]
+    for r, (seed, sigma) in enumerate(zip([1, 1, 2, 2], sigmas)):
+        single = make_stepper(cnn, shards, coupling, sigma_tensor(sigma, 1, "cpu"), [seed], HYPER)
+        alone = single.advance(init_state(cnn, [seed], 4), 10).theta[0]
+        assert torch.allclose(got[r], alone, atol=1e-5), r
+    assert not torch.allclose(got[0], got[1])  # sigma matters
+
+
+def test_a_custom_module_trains_through_the_api_and_saves_its_layout(synthetic_data, tmp_path):
+    import decentral
+    from decentral import params
+
+    def two_layer(input_shape, n_classes):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 6), torch.nn.Tanh(),
+                                   torch.nn.Linear(6, n_classes))
+
+    result = decentral.run(units=4, transient=10, steps=20, eval_every=10, seed=1, model=two_layer,
+                           data=synthetic_data, out=str(tmp_path / "run"))
+    assert result.config.model == "two_layer" and result.summary["n_params"] == 784 * 6 + 6 + 6 * 10 + 10
+    saved = params.load(tmp_path / "run")
+    assert saved.architecture["kind"] == "two_layer" and torch.equal(saved.theta, result.params)
+    layers = [entry["name"] for entry in json.loads(saved.metadata["layers"])]
+    assert layers == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    again = decentral.run(result.config, transient=0, init_from=str(tmp_path / "run"), out=None,
+                          data=synthetic_data)
+    assert again.summary["start_step"] == 30
+
+
+def test_cnn_sweep_points_equal_their_single_runs(synthetic_data, tmp_path):
+    import decentral
+
+    tiny = dict(units=4, transient=10, steps=20, eval_every=10, test_samples=50, seed=3, model="cnn")
+    table = decentral.sweep(tiny, sigma=[0.0, 40.0], depth=[1], out=str(tmp_path / "s"), quiet=True,
+                            data=synthetic_data)
+    for sigma in (0.0, 40.0):
+        alone = decentral.run(tiny, sigma=sigma, data=synthetic_data).summary
+        row = table[table.sigma == sigma].iloc[0]
+        assert row.accuracy == pytest.approx(alone["accuracy"], abs=1e-6)
+        assert row.magnetization == pytest.approx(alone["magnetization"], rel=1e-4)
+
+
+def test_model_at_its_default_leaves_config_hashes_alone():
+    from decentral.checkpoint import config_hash
+    from decentral.config import RunConfig, to_dict
+
+    values = to_dict(RunConfig())
+    assert values["model"] == "mlp"
+    old = {k: v for k, v in values.items() if k != "model"}
+    assert config_hash(values) == config_hash(old)
+    assert config_hash({**values, "model": "cnn"}) != config_hash(old)
+
+
+def test_bad_model_is_one_line_and_exit_2(capsys):
+    from decentral.cli import main
+
+    assert main(["run", "--model", "resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("decentral: error: --model must be one of mlp, cnn") and "got 'resnet'" in err
+    assert "\n" not in err
+
+
+def test_coupling_raises_cnn_accuracy_on_class_private_mnist_shards(mnist_root):
+    """Ten CNN units, unit k owning MNIST class k: alone each predicts its class (<A> = 0.1);
+    coupled (Eq. 2, mean field) they learn together."""
+    import decentral
+
+    base = dict(model="cnn", units=10, lr=0.02, transient=150, steps=50, eval_every=50,
+                test_samples=500, data_root=mnist_root, threads=1)
+    alone = decentral.run(base, sigma=0.0).summary["accuracy"]
+    coupled = decentral.run(base, sigma=50.0).summary["accuracy"]
+    assert alone == pytest.approx(0.1, abs=0.02) and coupled > alone + 0.08, (alone, coupled)
+
+
+def test_the_models_example_runs(mnist_root, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(repo / "experiments" / "models_example.py"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cnn: 11274 parameters per unit" in done.stdout and "tiny_convnet: 90 parameters" in done.stdout
+    assert (tmp_path / "cnn" / "params.safetensors").is_file() and (tmp_path / "sweep" / "results.parquet").is_file()
+
+
+@pytest.mark.ray
+def test_ray_runs_a_cnn_as_the_local_engine_does(synthetic_data):
+    ray = pytest.importorskip("ray")
+    from decentral.config import RunConfig
+    from decentral.problem import prepare
+    from decentral.ray_backend import run_ray
+    from decentral.ray_backend.cluster import LOCAL_IP, loopback_only
+    from decentral.ray_backend.sources import InlineSource
+    from decentral.run import run_local
+
+    cfg = RunConfig(backend="ray", model="cnn", units=4, sigma=30.0, transient=0, steps=10, eval_every=5,
+                    actor_cpus=0.25, seed=3, test_samples=40).validate()
+    problem = prepare(cfg, synthetic_data)
+    started = not ray.is_initialized()
+    with loopback_only(started):
+        if started:
+            ray.init(_node_ip_address=LOCAL_IP, num_cpus=2, include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False)
+        try:
+            theta, meas, _ = run_ray(cfg, problem, source=InlineSource(problem.shards, problem.test))
+        finally:
+            if started:
+                ray.shutdown()
+    local, local_meas = run_local(RunConfig(**{**cfg.__dict__, "backend": "local"}), problem)
+    torch.testing.assert_close(theta, local, atol=1e-5, rtol=0)
+    assert [r["step"] for r in meas.records] == [r["step"] for r in local_meas.records]
