@@ -1,18 +1,29 @@
 """Onset of collective learning across topologies: effective theory vs the MNIST engine.
 
-Compares supra-networks Q of N = 10 units at **equal mean degree** (4: ring lattice,
-Watts-Strogatz, Erdos-Renyi with exactly 20 edges; the complete graph, degree 9, is the
-reference) and at **equal lambda_max** (the same three graphs with every weight multiplied
-by lambda_max(complete) / lambda_max(graph) = 10 / lambda_max, plus the star, whose
-lambda_max is already N = 10). Every graph is written as a file under ``OUT/graphs/`` and
-read back with :func:`decentral.topology.read_coupling_matrix`, so the theory (Eq. 4) and
-the MNIST engine (Eq. 2) run on exactly the same Q.
+Compares supra-networks Q of N units (10 by default, ``--units 200`` as the paper's theory) at
+**equal mean degree** (4: ring lattice, Watts-Strogatz, Erdos-Renyi with exactly 2N edges; the
+complete graph, degree N - 1, is the reference) and at **equal lambda_max** (the same three
+graphs with every weight multiplied by lambda_max(complete) / lambda_max(graph) = N /
+lambda_max, plus the star, whose lambda_max is already N). Every graph is written as a file
+under ``OUT/graphs/`` and read back with :func:`decentral.topology.read_coupling_matrix`
+(sparse above 128 units), so the theory (Eq. 4) and the MNIST engine (Eq. 2) run on exactly
+the same Q.
 
-* **Theory**: :func:`decentral.theory.run_theory`, non-adiabatic protocol, N = 10, the same
+* **Theory**: :func:`decentral.theory.run_theory`, non-adiabatic protocol, N units, the same
   quenched delta draws and initial states for every topology (same seed); curve = accuracy_eff.
-* **MNIST**: unit k trained on class k, all (topology, sigma) points of a seed stacked in
-  one ensemble with a per-replica Q [R, N, N] and sigma [R] (decentral.ensemble); curve =
-  time-averaged test accuracy <A> over the measured steps, averaged over seeds.
+* **MNIST**: partition ``class`` (unit u trains on class u mod 10; at N = 200 each class is
+  split among 20 units), one stacked ensemble per topology over its sigmas (and seeds), on the
+  engine's fused kernel (mean-field form on the complete graph, sparse Eq. 2 elsewhere); curve
+  = time-averaged test accuracy <A> over the measured steps, averaged over seeds. At N > 10
+  the measurement evaluates with the rotating scheme (decentral.evaluation: one tenth of the
+  test set per evaluation, every image once per rotation).
+
+**Couplings per topology.** Each topology takes the largest ``mnist_points`` couplings of the
+base grid whose stability number lr * sigma * lambda_max / N (explicit Euler on Eq. 2, stable
+below 2) is at most ``max_stability``; every point's number is recorded, and a point at or
+above 2 is warned about. The theory likewise takes the largest ``theory_points`` of its grid
+with sigma_hat * lambda_max / N at most ``theory_max_rate``. (At N = 10 the grids are used
+whole: every point is stable.)
 
 **Onset coupling** (:func:`onset_sigma`): with b the curve's value at the smallest sigma of
 the sweep (MNIST: <A> ~ 0.1, local learning; theory: accuracy_eff = 0 by normalization) and
@@ -27,8 +38,10 @@ The theory's sigma-hat and the experiment's sigma are related only up to an unkn
     python experiments/topology_onset.py --out runs/topology_onset --quick --threads 1
     DECENTRAL_DATA=/data python experiments/topology_onset.py --out runs/topology_onset
 
-Writes ``onset.csv`` (one row per topology), ``curves.csv`` (every point), ``onset.png``
-and ``graphs/`` (the graph files used).
+    python experiments/topology_onset.py --units 200 --out runs/topology_onset_n200 --threads 1
+
+Writes ``onset.csv`` (one row per topology), ``curves.csv`` (every point), ``onset.png``,
+``graphs/`` (the graph files used) and ``graphs.sha256``.
 """
 
 from __future__ import annotations
@@ -36,41 +49,47 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pandas as pd
-import torch
-
-from decentral import topology
+from decentral import threads, topology
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
 from decentral.engine import Hyper, sigma_tensor
 from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.errors import UserInputError
-from decentral.evaluation import FullEvaluator
+from decentral.evaluation import make_evaluator
 from decentral.problem import prepare
 from decentral.runner import Phases, run_phases
 from decentral.simulation import LocalSimulation
 from decentral.theory import TheoryConfig, run_theory
+from decentral.topology import Coupling
 
-N_UNITS = 10
+N_UNITS = 10  # the default N (the paper's MNIST experiment)
 DEGREE = 4
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the experiment runs with (the full defaults; see QUICK)."""
+    """Everything the experiment runs with (the full N = 10 defaults; see QUICK, LARGE)."""
 
+    units: int = N_UNITS
     depth: int = 1
     mnist_sigmas: tuple = tuple(np.logspace(-1, 2.5, 15))  # below 2N/(lr*10) = 400: all stable
     theory_sigmas: tuple = tuple(np.logspace(-2, 2.5, 28))
+    mnist_points: int | None = None  # per topology, the largest this many stable sigmas (None: all)
+    theory_points: int | None = None  # per topology, the largest this many sigma_hat (None: all)
+    max_stability: float = 2.0  # MNIST sigmas kept while lr * sigma * lambda_max / N <= this
+    theory_max_rate: float = np.inf  # theory sigma_hat kept while sigma_hat * lambda_max / N <= this
     seeds: tuple = (0, 1, 2)
     transient: int = 5000
     steps: int = 5000
     eval_every: int = 100
+    eval_scheme: str = "full"  # or "rotating" (one fold of the test set per evaluation)
     test_samples: int | None = None
     realizations: int = 200
     lr: float = Hyper.lr
@@ -79,6 +98,16 @@ class Settings:
 QUICK = Settings(depth=0, mnist_sigmas=tuple(np.logspace(-1, 2.4, 9)),
                  theory_sigmas=tuple(np.logspace(-2, 2.4, 19)), seeds=(0,), transient=1500,
                  steps=500, eval_every=100, test_samples=2000, realizations=40)
+
+# N = 200 (minutes on 2 cores): 8 couplings per topology, a factor 10**0.425 = 2.66 apart (as
+# QUICK), the largest with lr * sigma * lambda_max / N <= 1.3 (QUICK's largest is 1.26); 18 theory
+# couplings a factor 10**0.2 apart up to sigma_hat * lambda_max / N = 100 (3.4 decades below it).
+LARGE = Settings(units=200, depth=0, mnist_sigmas=tuple(10 ** np.arange(-1, 4.5, 0.425)),
+                 theory_sigmas=tuple(10 ** np.arange(-3, 5, 0.2)), mnist_points=8, theory_points=18,
+                 max_stability=1.3, theory_max_rate=100.0, seeds=(0,), transient=600, steps=200,
+                 eval_every=20, eval_scheme="rotating", realizations=100)
+LARGE_QUICK = replace(LARGE, mnist_points=4, theory_points=8, transient=100, steps=100, eval_every=10,
+                      test_samples=2000, realizations=20)
 
 
 # --- onset ----------------------------------------------------------------------------------
@@ -111,32 +140,58 @@ def onset_sigma(sigmas, values, baseline: float | None = None, fraction: float =
     return float(np.exp(x0 + t * (x1 - x0)))
 
 
+def largest_below(grid, rate_per_sigma: float, cap: float, points: int | None) -> np.ndarray:
+    """The largest ``points`` values of ``grid`` (all when None) with sigma * rate_per_sigma <= cap,
+    increasing."""
+    grid = np.sort(np.asarray(grid, dtype=float))
+    kept = grid[grid * rate_per_sigma <= cap * (1 + 1e-12)]
+    return kept if points is None else kept[-points:]
+
+
+def mnist_sigmas(coupling: Coupling, settings: Settings) -> np.ndarray:
+    """The MNIST couplings of one topology: stability number lr * sigma * lambda_max / N <= max."""
+    per_sigma = coupling.stability_number(settings.lr, 1.0)
+    return largest_below(settings.mnist_sigmas, per_sigma, settings.max_stability, settings.mnist_points)
+
+
+def theory_sigmas(coupling: Coupling, settings: Settings) -> np.ndarray:
+    """The theory couplings of one topology: sigma_hat * lambda_max / N <= theory_max_rate."""
+    per_sigma = coupling.lambda_max / coupling.n_units
+    return largest_below(settings.theory_sigmas, per_sigma, settings.theory_max_rate, settings.theory_points)
+
+
 # --- topologies -----------------------------------------------------------------------------
 
 
-def _first_seed(kind: str, accept, **kw) -> nx.Graph:
-    """generate(kind) with the first seed >= 0 whose graph is connected and ``accept``ed."""
+def _first_seed(build, accept) -> nx.Graph:
+    """build(seed) with the first seed >= 0 whose graph is connected and ``accept``ed."""
     for seed in range(10_000):
-        graph = topology.generate(kind, N_UNITS, seed, **kw)
+        graph = build(seed)
         if nx.is_connected(graph) and accept(graph):
             return graph
-    raise RuntimeError(f"no seed gives an acceptable {kind} graph")
+    raise RuntimeError("no seed gives an acceptable graph")
 
 
-def degree_graphs() -> dict[str, nx.Graph]:
-    """The equal-mean-degree family (degree 4, 20 edges) and the complete reference."""
-    edges = N_UNITS * DEGREE // 2
-    lattice = topology.generate("small_world", N_UNITS, 0, degree=DEGREE, rewire=0.0)
-    lattice.graph["description"] = f"ring lattice N={N_UNITS} k={DEGREE} (Watts-Strogatz, p=0)"
+def _erdos_renyi(n_units: int, edges: int) -> nx.Graph:
+    """First connected Erdos-Renyi graph with exactly ``edges`` edges: G(N, p) filtered at N = 10
+    (the committed N = 10 graphs), G(N, M) above (G(N, p) hits an exact count too rarely)."""
+    if n_units <= N_UNITS:
+        return _first_seed(lambda seed: topology.generate("erdos_renyi", n_units, seed, degree=DEGREE),
+                           lambda g: g.number_of_edges() == edges)
+    graph = _first_seed(lambda seed: nx.gnm_random_graph(n_units, edges, seed=seed), lambda g: True)
+    graph.graph["description"] = f"erdos_renyi G(N={n_units}, M={edges}), first connected seed"
+    return graph
+
+
+def degree_graphs(n_units: int = N_UNITS) -> dict[str, nx.Graph]:
+    """The equal-mean-degree family (degree 4, 2N edges) and the complete reference."""
+    lattice = topology.generate("small_world", n_units, 0, degree=DEGREE, rewire=0.0)
+    lattice.graph["description"] = f"ring lattice N={n_units} k={DEGREE} (Watts-Strogatz, p=0)"
     ring_edges = {frozenset(e) for e in lattice.edges}
-    return {
-        "complete": topology.generate("complete", N_UNITS, 0),
-        "ring_k4": lattice,
-        "small_world_k4": _first_seed("small_world", lambda g: {frozenset(e) for e in g.edges}
-                                      != ring_edges, degree=DEGREE, rewire=0.1),
-        "erdos_renyi_k4": _first_seed("erdos_renyi", lambda g: g.number_of_edges() == edges,
-                                      degree=DEGREE),
-    }
+    rewired = _first_seed(lambda seed: topology.generate("small_world", n_units, seed, degree=DEGREE, rewire=0.1),
+                          lambda g: {frozenset(e) for e in g.edges} != ring_edges)
+    return {"complete": topology.generate("complete", n_units, 0), "ring_k4": lattice,
+            "small_world_k4": rewired, "erdos_renyi_k4": _erdos_renyi(n_units, n_units * DEGREE // 2)}
 
 
 def rescaled(graph: nx.Graph, target: float) -> nx.Graph:
@@ -149,47 +204,54 @@ def rescaled(graph: nx.Graph, target: float) -> nx.Graph:
     return out
 
 
-def all_graphs() -> list[tuple[str, str, nx.Graph]]:
+def all_graphs(n_units: int = N_UNITS) -> list[tuple[str, str, nx.Graph]]:
     """(name, family, graph): equal mean degree, then equal lambda_max (= complete's, N)."""
-    base = degree_graphs()
+    base = degree_graphs(n_units)
     target = topology.lambda_max(topology.coupling_matrix(base["complete"]))
     rows = [(name, "reference" if name == "complete" else "degree", g) for name, g in base.items()]
     rows += [(f"{name}_lam", "lambda_max", rescaled(g, target))
              for name, g in base.items() if name != "complete"]
-    rows.append(("star", "lambda_max", topology.generate("star", N_UNITS, 0)))
+    rows.append(("star", "lambda_max", topology.generate("star", n_units, 0)))
     return rows
 
 
-def write_graphs(out: Path) -> pd.DataFrame:
-    """Write every graph under out/graphs and describe the Q read back from each file."""
+def write_graphs(out: Path, n_units: int = N_UNITS) -> pd.DataFrame:
+    """Write every graph under out/graphs (and their sha256 to out/graphs.sha256) and describe the
+    Q read back from each file (column ``coupling``: its :class:`Coupling`)."""
     folder = out / "graphs"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, family, graph in all_graphs():
+    rows, digests = [], []
+    for name, family, graph in all_graphs(n_units):
         path = topology.write_graph(graph, folder / f"{name}.edgelist")
-        q = topology.read_coupling_matrix(path, N_UNITS)
+        q = topology.read_coupling_matrix(path, n_units, sparse=n_units > N_UNITS)
         info = topology.describe(q)
+        digests.append(f"{topology.file_digest(path)}  graphs/{path.name}\n")
         rows.append({"topology": name, "family": family, "file": f"graphs/{path.name}",
-                     "mean_degree": info["mean_degree"], "mean_strength": float(q.sum(1).mean()),
+                     "mean_degree": info["mean_degree"], "mean_strength": float(np.asarray(q.sum(1)).mean()),
                      "lambda_max": info["lambda_max"], "spectral_gap": info["spectral_gap"],
-                     "sigma_max_stable": info["sigma_max_stable"], "q": q})
+                     "sigma_max_stable": info["sigma_max_stable"], "q": q,
+                     "coupling": Coupling.from_matrix(q)})
+    (out / "graphs.sha256").write_text("".join(digests))
     return pd.DataFrame(rows)
 
 
 # --- theory ---------------------------------------------------------------------------------
 
 
-def theory_curves(topos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """accuracy_eff(sigma-hat) of Eq. 4 on each topology's Q (same disorder for all)."""
+def theory_curves(topos: pd.DataFrame, settings: Settings, workers: int | None = None) -> pd.DataFrame:
+    """accuracy_eff(sigma-hat) of Eq. 4 on each topology's Q (same disorder for all); workers:
+    the theory's processes (default one per core)."""
     tables = []
     for row in topos.itertuples():
-        cfg = TheoryConfig(depths=(settings.depth,), sigmas=np.array(settings.theory_sigmas),
-                           protocols=("non-adiabatic",), n_units=N_UNITS,
-                           realizations=settings.realizations, q=row.q, seed=0)
+        sigmas = theory_sigmas(row.coupling, settings)
+        cfg = TheoryConfig(depths=(settings.depth,), sigmas=sigmas, protocols=("non-adiabatic",),
+                           n_units=settings.units, realizations=settings.realizations, q=row.q, seed=0,
+                           workers=workers)
         table = run_theory(cfg)
         tables.append(pd.DataFrame({"source": "theory", "topology": row.topology,
                                     "sigma": table["sigma"], "accuracy": table["accuracy_eff"],
-                                    "accuracy_std": np.nan, "m_abs": table["m_abs_mean"]}))
+                                    "accuracy_std": np.nan, "m_abs": table["m_abs_mean"],
+                                    "rate": table["sigma"] * row.lambda_max / settings.units}))
     return pd.concat(tables, ignore_index=True)
 
 
@@ -200,12 +262,12 @@ def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "
                   device="cpu"):
     """One stacked ensemble of every (seed, topology, sigma): returns (state, stepper, keys).
 
-    qs: [T] matrices [N, N]; sigmas: [S]. Replica r = (k*T + t)*S + s (seed-major), with
-    keys[r] = (seed, t, s). Each replica equals running that point alone (decentral.engine).
+    qs: [T] Couplings or matrices [N, N]; sigmas: [S]. Replica r = (k*T + t)*S + s (seed-major),
+    with keys[r] = (seed, t, s). Each replica equals running that point alone (decentral.engine).
     """
     keys = [(seed, t, s) for seed in seeds for t in range(len(qs)) for s in range(len(sigmas))]
     per_seed = len(qs) * len(sigmas)
-    couplings = [topology.Coupling.from_matrix(np.asarray(q, dtype=float)) for q in qs]
+    couplings = [q if isinstance(q, Coupling) else Coupling.from_matrix(q) for q in qs]
     sigma_rep = [float(sigmas[s]) for _, _, s in keys]
     state = init_ensemble(arch, list(seeds), per_seed, shards.n_units, scheme, device)
     stepper = make_ensemble_stepper(arch, shards, [couplings[t] for _, t, _ in keys],
@@ -226,32 +288,45 @@ class _LogProgress:
             self.log(f"  mnist step {self.done}/{self.total} ({time.perf_counter() - self.t0:.0f} s)")
 
 
-def measure(arch, state, stepper, test, phases: Phases, log=print):
+def measure(sim: LocalSimulation, phases: Phases, log=print):
     """Transient + measured phases; per-replica time averages of <A> and <L>, diverged flags."""
-    sim = LocalSimulation(stepper, state, FullEvaluator(arch, test))
     meas = run_phases(sim, phases, progress=_LogProgress(phases.transient + phases.steps, log))
     return meas.time_average(sim.theta.shape[0]), meas.diverged
 
 
+def check_stable(name: str, coupling: Coupling, sigmas, lr: float, log=print) -> np.ndarray:
+    """Stability numbers lr * sigma * lambda_max / N of one topology's sigmas [S]; warns at >= 2."""
+    numbers = np.array([coupling.stability_number(lr, s) for s in sigmas])
+    for sigma in np.asarray(sigmas)[numbers >= 2]:
+        warnings.warn(f"{name}: {coupling.stability_warning(lr, float(sigma))}", RuntimeWarning, stacklevel=2)
+    log(f"  {name}: sigma {min(sigmas):.3g} .. {max(sigmas):.3g}, stability number <= {numbers.max():.3g}")
+    return numbers
+
+
 def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd.DataFrame:
-    """<A>(sigma) on MNIST for every topology: all points of all seeds in one ensemble."""
-    cfg = RunConfig(units=N_UNITS, depth=settings.depth, test_samples=settings.test_samples,
-                    lr=settings.lr)
+    """<A>(sigma) on MNIST for every topology: one ensemble per topology (its sigmas x seeds)."""
+    cfg = RunConfig(units=settings.units, depth=settings.depth, test_samples=settings.test_samples,
+                    lr=settings.lr, partition="class", transient=settings.transient, steps=settings.steps,
+                    eval_every=settings.eval_every, eval_scheme=settings.eval_scheme).validate()
     problem = prepare(cfg, data)
-    sigmas = list(settings.mnist_sigmas)
-    state, stepper, keys = make_ensemble(problem.arch, problem.shards, list(topos["q"]), sigmas,
-                                         settings.seeds, Hyper(lr=settings.lr))
-    log(f"  mnist: {len(keys)} replicas x {N_UNITS} units, D={settings.depth}")
-    phases = Phases(settings.transient, settings.steps, settings.eval_every)
-    averages, diverged = measure(problem.arch, state, stepper, problem.test, phases, log)
-    points = pd.DataFrame({"topology": [topos["topology"].iloc[t] for _, t, _ in keys],
-                           "sigma": [sigmas[s] for _, _, s in keys],
-                           "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],
-                           "diverged": diverged, "m_abs": np.abs(averages["magnetization"])})
+    frames = []
+    for row in topos.itertuples():
+        sigmas = list(mnist_sigmas(row.coupling, settings))
+        numbers = check_stable(row.topology, row.coupling, sigmas, settings.lr, log)
+        state, stepper, keys = make_ensemble(problem.arch, problem.shards, [row.coupling], sigmas,
+                                             settings.seeds, Hyper(lr=settings.lr))
+        evaluator = make_evaluator(problem.arch, problem.test, cfg.eval_scheme, cfg.eval_folds)
+        averages, diverged = measure(LocalSimulation(stepper, state, evaluator), cfg.phases(), log)
+        frames.append(pd.DataFrame({"topology": row.topology, "sigma": [sigmas[s] for _, _, s in keys],
+                                    "stability": [numbers[s] for _, _, s in keys],
+                                    "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],
+                                    "diverged": diverged, "m_abs": np.abs(averages["magnetization"])}))
+        log(f"  {row.topology} done: {len(keys)} replicas x {settings.units} units")
+    points = pd.concat(frames, ignore_index=True)
     points.loc[points["diverged"], "accuracy"] = np.nan
     curves = points.groupby(["topology", "sigma"], sort=False).agg(
         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), m_abs=("m_abs", "mean"),
-        diverged=("diverged", "sum")).reset_index()
+        diverged=("diverged", "sum"), stability=("stability", "first")).reset_index()
     return curves.assign(source="mnist")
 
 
@@ -260,7 +335,7 @@ def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd
 
 def onset_table(topos: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per topology: its spectrum, theory and MNIST onsets, onsets / complete's."""
-    table = topos.drop(columns="q").copy()
+    table = topos.drop(columns=["q", "coupling"], errors="ignore").copy()
     for source in ("theory", "mnist"):
         onsets, tops = [], []
         for name in table["topology"]:
@@ -294,7 +369,7 @@ def _panel(ax, curves: pd.DataFrame, table: pd.DataFrame, source: str) -> None:
     ax.set_xscale("log")
 
 
-def plot(curves: pd.DataFrame, table: pd.DataFrame, path: Path, depth: int) -> None:
+def plot(curves: pd.DataFrame, table: pd.DataFrame, path: Path, depth: int, n_units: int = N_UNITS) -> None:
     """Accuracy vs sigma (theory, MNIST) with onsets circled, and theory vs MNIST onsets."""
     import matplotlib
 
@@ -304,12 +379,12 @@ def plot(curves: pd.DataFrame, table: pd.DataFrame, path: Path, depth: int) -> N
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     _panel(axes[0], curves, table, "theory")
     axes[0].set(xlabel=r"$\hat\sigma$ (theory units)", ylabel=r"accuracy$_{\rm eff}$ = 1 - L/L($\hat\sigma_{\min}$)",
-                title=f"effective theory, Eq. 4 (D={depth}, N={N_UNITS})")
-    axes[0].legend(fontsize=7, loc="lower right", title="solid: mean degree 4\ndashed: lambda_max = 10",
+                title=f"effective theory, Eq. 4 (D={depth}, N={n_units})")
+    axes[0].legend(fontsize=7, loc="lower right", title=f"solid: mean degree 4\ndashed: lambda_max = {n_units}",
                    title_fontsize=7)
     _panel(axes[1], curves, table, "mnist")
     axes[1].set(xlabel=r"$\sigma$ (Eq. 2)", ylabel=r"test accuracy $\langle A\rangle$",
-                title=f"MNIST engine (D={depth}, N={N_UNITS})")
+                title=f"MNIST engine (D={depth}, N={n_units})")
     _onset_panel(axes[2], table)
     fig.suptitle(r"Onset of collective learning (circles). Theory $\hat\sigma$ and MNIST $\sigma$ "
                  "agree only up to a scale: compare onsets relative to the complete graph.",
@@ -340,27 +415,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=None, help="MNIST root (default: $DECENTRAL_DATA)")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--units", type=int, default=N_UNITS,
+                        help="N: 10 (default) or a multiple of 10 above it (e.g. 200, the paper's theory)")
     parser.add_argument("--quick", action="store_true",
-                        help="D=0, 9 couplings, 1,500 + 500 steps, 2,000 test images, 40 realizations")
+                        help="N=10: D=0, 9 couplings, 1,500 + 500 steps, 2,000 test images, 40 realizations; "
+                             "N>10: 4 couplings per topology, 100 + 100 steps, 20 realizations (a smoke run)")
     parser.add_argument("--depth", type=int, default=None, help="override the depth D")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="compute threads (and theory worker processes; default: all cores)")
     return parser.parse_args(argv)
+
+
+def settings_for(units: int, quick: bool) -> Settings:
+    """QUICK or the full defaults at N = 10; LARGE (or LARGE_QUICK) with N = units above."""
+    if units == N_UNITS:
+        return QUICK if quick else Settings()
+    if units < N_UNITS or units % N_UNITS:
+        raise UserInputError(f"--units must be {N_UNITS} or a multiple of {N_UNITS} above it, got {units}")
+    return replace(LARGE_QUICK if quick else LARGE, units=units)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = QUICK if args.quick else Settings()
+    settings = settings_for(args.units, args.quick)
     if args.depth is not None:
         settings = replace(settings, depth=args.depth)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads.limit(threads.per_worker(args.threads))  # --threads, else $OMP_NUM_THREADS, else all cores
     out = Path(args.out)
     data = load_mnist(resolve_data_root(args.data_root))  # fail fast on a missing data root
     start = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - start:6.0f} s] {text}", file=sys.stderr)
-    topos = write_graphs(out)
+    topos = write_graphs(out, settings.units)
     log(f"{len(topos)} topologies written to {out / 'graphs'}")
-    curves = [theory_curves(topos, settings)]
+    curves = [theory_curves(topos, settings, workers=args.threads)]
     log("theory done")
     curves.append(mnist_curves(topos, settings, data, log))
     log("mnist done")
@@ -368,10 +455,11 @@ def main(argv=None) -> int:
     table = onset_table(topos, curves)
     curves.to_csv(out / "curves.csv", index=False)
     table.to_csv(out / "onset.csv", index=False)
-    plot(curves, table, out / "onset.png", settings.depth)
+    plot(curves, table, out / "onset.png", settings.depth, settings.units)
     columns = ["topology", "mean_degree", "lambda_max", "spectral_gap", "theory_onset",
                "mnist_onset", "theory_onset_rel", "mnist_onset_rel"]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    log(f"wall time {time.perf_counter() - start:.0f} s")
     return 0
 
 

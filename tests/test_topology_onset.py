@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 
 from decentral import topology
 from decentral.topology import Coupling
 from decentral.data import partition
 from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
+from decentral.errors import UserInputError
 from decentral.model import Architecture
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "topology_onset.py"
@@ -80,3 +82,42 @@ def test_stacked_ensemble_equals_each_point_alone(exp, synthetic_data):
                              sigma_tensor(sigmas[s], 1, "cpu"), [seed], hyper)
         theta = alone.advance(init_state(arch, [seed], 10), 6).theta
         torch.testing.assert_close(stacked[r], theta[0], rtol=0, atol=1e-5)
+
+
+def test_graphs_at_n200_match_their_invariants_and_stay_sparse(exp, tmp_path):
+    topos = exp.write_graphs(tmp_path, 200)
+    degree = topos[topos["family"] == "degree"]
+    assert np.allclose(degree["mean_degree"], exp.DEGREE)
+    assert np.allclose(topos[topos["family"] != "degree"]["lambda_max"], 200)
+    kinds = dict(zip(topos["topology"], (c.kind for c in topos["coupling"])))
+    assert kinds.pop("complete") == topology.COMPLETE and set(kinds.values()) == {topology.SPARSE}
+    digests = (tmp_path / "graphs.sha256").read_text().splitlines()
+    assert len(digests) == len(topos)
+    for line in digests:  # the digest file names each graph file by its sha256
+        digest, name = line.split("  ")
+        assert topology.file_digest(tmp_path / name) == digest
+
+
+def test_mnist_sigmas_are_the_largest_stable_grid_points(exp):
+    settings = exp.LARGE
+    grid = np.sort(settings.mnist_sigmas)
+    for coupling in (Coupling.complete(200), Coupling.from_matrix(np.roll(np.eye(200), 1, 1) + np.roll(np.eye(200), -1, 1))):
+        sigmas = exp.mnist_sigmas(coupling, settings)
+        numbers = [coupling.stability_number(settings.lr, s) for s in sigmas]
+        assert len(sigmas) == settings.mnist_points and max(numbers) <= settings.max_stability
+        above = grid[grid > sigmas[-1]]  # the next grid point would break the cap
+        assert above.size == 0 or coupling.stability_number(settings.lr, above[0]) > settings.max_stability
+    assert list(exp.mnist_sigmas(Coupling.complete(10), exp.Settings())) == list(exp.Settings().mnist_sigmas)
+
+
+def test_units_must_be_ten_or_a_multiple_above(exp):
+    assert exp.settings_for(200, False).units == 200 and exp.settings_for(10, True) is exp.QUICK
+    for bad in (5, 15, 0):
+        with pytest.raises(UserInputError, match="--units"):
+            exp.settings_for(bad, False)
+
+
+def test_describe_takes_a_sparse_q_below_the_dense_spectrum_size():
+    ring = np.roll(np.eye(50), 1, axis=1) + np.roll(np.eye(50), -1, axis=1)
+    sparse, dense = topology.describe(scipy.sparse.csr_array(ring)), topology.describe(ring)
+    assert sparse["sigma_max_euler"] == pytest.approx(dense["sigma_max_euler"])

@@ -144,4 +144,4 @@ def sigma_max_euler(q, lr: float) -> float:
     values = values[np.abs(values) > 1e-9 * max(1.0, float(np.max(np.abs(values))))]
     if len(values) == 0:
         return float("inf")
-    return float(np.min(2.0 * len(q) * np.real(values) / (lr * np.abs(values) ** 2)))
+    return float(np.min(2.0 * q.shape[0] * np.real(values) / (lr * np.abs(values) ** 2)))
