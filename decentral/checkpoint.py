@@ -1,7 +1,9 @@
 """Durable runs: the checkpoint a `decentral run --out DIR` keeps in DIR, and resuming from it.
 
 A checkpoint is one file, ``DIR/checkpoint.npz``, replaced atomically (storage.atomic_write_bytes)
-every `--checkpoint-every K` steps and when the run is interrupted (Ctrl-C). It holds:
+every `--checkpoint-every K` steps (by default, at the first block boundary
+``config.CHECKPOINT_SECONDS`` of wall time after the last one) and when the run is interrupted
+(Ctrl-C). It holds:
 
 * ``theta``: the parameters of every unit [1, N, P] at a block boundary of the runner's plan;
 * ``meta`` (JSON): the step, the measurement so far (every evaluation row, divergence marks,
@@ -20,6 +22,7 @@ import io
 import json
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import RunConfig, merge, to_dict
+from .config import CHECKPOINT_SECONDS, RunConfig, merge, to_dict
 from .errors import Interrupted, UserInputError
 from .runner import Measurement
 from .storage import atomic_write_bytes, read_npz
@@ -120,17 +123,27 @@ def resumed_config(out: str, stored: dict, given: dict) -> RunConfig:
 
 
 class Keeper:
-    """The runner's after_block hook: a checkpoint into cfg.out every cfg.checkpoint_every
-    steps, and on Ctrl-C one at the end of the current block, then `Interrupted`."""
+    """The runner's after_block hook: a checkpoint into cfg.out every cfg.checkpoint_every steps
+    (None: once CHECKPOINT_SECONDS of wall time have passed since the last one; 0: never), and on
+    Ctrl-C one at the end of the current block, then `Interrupted`."""
 
-    def __init__(self, cfg: RunConfig, theta: Callable[[], torch.Tensor], step0: int = 0):
+    def __init__(self, cfg: RunConfig, theta: Callable[[], torch.Tensor], step0: int = 0,
+                 clock: Callable[[], float] = time.monotonic):
         self.cfg, self.theta, self.last, self.interrupted = cfg, theta, step0, False
+        self.clock = clock
+        self.last_time = clock()
+
+    def due(self, step: int) -> bool:
+        """Whether the block ending at `step` ends with a periodic checkpoint."""
+        every = self.cfg.checkpoint_every
+        if every is None:
+            return self.clock() - self.last_time >= CHECKPOINT_SECONDS
+        return every > 0 and step - self.last >= every
 
     def __call__(self, step: int, meas: Measurement) -> None:
-        every = self.cfg.checkpoint_every
-        if self.interrupted or (every and step - self.last >= every):
+        if self.interrupted or self.due(step):
             save(self.cfg.out, step, self.theta(), meas, self.cfg)
-            self.last = step
+            self.last, self.last_time = step, self.clock()
         if self.interrupted:
             raise Interrupted(f"interrupted at step {step}; checkpoint in {self.cfg.out}; "
                               f"continue with: decentral run --resume {self.cfg.out}")

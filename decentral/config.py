@@ -21,6 +21,12 @@ from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 MODELS = ["mlp", "cnn"]  # unit models (decentral.models); the Python API may register more names
 
+# A run with --out and no --checkpoint-every checkpoints into it at the end of the first block
+# (--eval-every steps) that ends at least this many seconds of wall time after its last checkpoint:
+# a killed driver loses about a minute, and one write a minute costs nothing measurable (README,
+# "Durable runs"); a cadence in time, not steps, fits any N and any machine.
+CHECKPOINT_SECONDS = 60.0
+
 
 def _f(default, help: str, **meta):
     """A dataclass field whose help text documents its default (shown by --help)."""
@@ -153,8 +159,9 @@ class RunConfig(SharedConfig):
                                      "on local Ray, enough that all actors fit the machine's CPUs)")
     gossip_period: int = _f(1, "tau: couple every tau steps with tau*sigma (1 is Eq. 2 exactly)")
     staleness: int = _f(0, "async gossip: neighbours' snapshots may lag this many steps (0: sync)")
-    checkpoint_every: int = _f(0, "checkpoint every K steps: into --out DIR (for --resume DIR), and Ray "
-                               "actors in memory (0: none; a Ray restart replays from step 0)")
+    checkpoint_every: int | None = _f(None, "checkpoint every K steps: into --out DIR (for --resume DIR), "
+                                      "and Ray actors in memory (0: none; a Ray restart replays from step "
+                                      f"0; default: into --out every ~{CHECKPOINT_SECONDS:g} s of wall time)")
     actor_cpus: float | None = _f(None, "CPUs each Ray actor requests, fractions share a core (default: "
                                   "1; on local Ray with --units-per-actor, what fits the machine)")
 

@@ -1,47 +1,36 @@
 """Onset of collective learning across topologies: effective theory vs the MNIST engine.
 
-Compares supra-networks Q of N units (10 by default, ``--units 200`` as the paper's theory) at
+Compares supra-networks Q of N units (10 by default; ``--units 200``, the paper's theory N) at
 **equal mean degree** (4: ring lattice, Watts-Strogatz, Erdos-Renyi with exactly 2N edges; the
-complete graph, degree N - 1, is the reference) and at **equal lambda_max** (the same three
-graphs with every weight multiplied by lambda_max(complete) / lambda_max(graph) = N /
-lambda_max, plus the star, whose lambda_max is already N). Every graph is written as a file
-under ``OUT/graphs/`` and read back with :func:`decentral.topology.read_coupling_matrix`
-(sparse above 128 units), so the theory (Eq. 4) and the MNIST engine (Eq. 2) run on exactly
-the same Q.
+complete graph is the reference) and at **equal lambda_max** (the same three graphs with all
+weights x N / lambda_max, plus the star, whose lambda_max is N). Every graph is written under
+``OUT/graphs/`` and read back with :func:`decentral.topology.read_coupling_matrix` (sparse
+above N = 10), so the theory (Eq. 4) and the MNIST engine (Eq. 2) run on the same Q.
 
 * **Theory**: :func:`decentral.theory.run_theory`, non-adiabatic protocol, N units, the same
-  quenched delta draws and initial states for every topology (same seed); curve = accuracy_eff.
-* **MNIST**: partition ``class`` (unit u trains on class u mod 10; at N = 200 each class is
-  split among 20 units), one stacked ensemble per topology over its sigmas (and seeds), on the
-  engine's fused kernel (mean-field form on the complete graph, sparse Eq. 2 elsewhere); curve
-  = time-averaged test accuracy <A> over the measured steps, averaged over seeds. At N > 10
-  the measurement evaluates with the rotating scheme (decentral.evaluation: one tenth of the
-  test set per evaluation, every image once per rotation).
+  disorder draws and initial states for every topology; curve = accuracy_eff.
+* **MNIST**: partition ``class`` (unit u trains on class u mod 10: at N = 200 each class is
+  split among 20 units), one ensemble per topology over its sigmas and seeds on the engine's
+  fused kernel (mean field on the complete graph, sparse Eq. 2 elsewhere); curve = time-averaged
+  test accuracy <A>, averaged over seeds. Above N = 10 each evaluation scores one of 10 folds
+  of the test set (``--eval-scheme rotating``, decentral.evaluation).
 
-**Couplings per topology.** Each topology takes the largest ``mnist_points`` couplings of the
-base grid whose stability number lr * sigma * lambda_max / N (explicit Euler on Eq. 2, stable
-below 2) is at most ``max_stability``; every point's number is recorded, and a point at or
-above 2 is warned about. The theory likewise takes the largest ``theory_points`` of its grid
-with sigma_hat * lambda_max / N at most ``theory_max_rate``. (At N = 10 the grids are used
-whole: every point is stable.)
+**Couplings per topology**: the largest ``mnist_points`` of the MNIST grid whose stability
+number lr * sigma * lambda_max / N (Euler on Eq. 2 is stable below 2) is at most
+``max_stability`` (recorded per point; a point at 2 or more is warned about), and the largest
+``theory_points`` of the theory grid with sigma_hat * lambda_max / N <= ``theory_max_rate``.
+At N = 10 the grids are used whole (every point is stable).
 
-**Onset coupling** (:func:`onset_sigma`): with b the curve's value at the smallest sigma of
-the sweep (MNIST: <A> ~ 0.1, local learning; theory: accuracy_eff = 0 by normalization) and
-M its maximum over the sweep, the onset is the smallest sigma at which the curve first
-reaches b + (M - b) / 2, interpolated linearly in log sigma between the two bracketing grid
-points. NaN when the curve never rises by more than ``min_rise`` (0.02) above b.
-
-The theory's sigma-hat and the experiment's sigma are related only up to an unknown scale
-(the paper compares shapes and onsets, not absolute values): compare each topology's onset
-*relative to the complete graph's* (columns ``*_onset_rel``), not the raw numbers.
+**Onset** (:func:`onset_sigma`): with b the curve at the smallest sigma and M its maximum, the
+smallest sigma where it first reaches b + (M - b) / 2, interpolated linearly in log sigma; NaN
+if it never rises ``min_rise`` (0.02) above b. Theory sigma_hat and MNIST sigma agree only up
+to an unknown scale: compare onsets *relative to the complete graph's* (``*_onset_rel``).
 
     python experiments/topology_onset.py --out runs/topology_onset --quick --threads 1
-    DECENTRAL_DATA=/data python experiments/topology_onset.py --out runs/topology_onset
-
     python experiments/topology_onset.py --units 200 --out runs/topology_onset_n200 --threads 1
 
 Writes ``onset.csv`` (one row per topology), ``curves.csv`` (every point), ``onset.png``,
-``graphs/`` (the graph files used) and ``graphs.sha256``.
+``graphs/`` (the graph files used), ``graphs.sha256`` and ``mnist_points.csv`` (every MNIST replica).
 """
 
 from __future__ import annotations
@@ -99,12 +88,12 @@ QUICK = Settings(depth=0, mnist_sigmas=tuple(np.logspace(-1, 2.4, 9)),
                  theory_sigmas=tuple(np.logspace(-2, 2.4, 19)), seeds=(0,), transient=1500,
                  steps=500, eval_every=100, test_samples=2000, realizations=40)
 
-# N = 200 (minutes on 2 cores): 8 couplings per topology, a factor 10**0.425 = 2.66 apart (as
+# N = 200 (minutes on 2 cores): 6 couplings per topology, a factor 10**0.425 = 2.66 apart (as
 # QUICK), the largest with lr * sigma * lambda_max / N <= 1.3 (QUICK's largest is 1.26); 18 theory
 # couplings a factor 10**0.2 apart up to sigma_hat * lambda_max / N = 100 (3.4 decades below it).
 LARGE = Settings(units=200, depth=0, mnist_sigmas=tuple(10 ** np.arange(-1, 4.5, 0.425)),
-                 theory_sigmas=tuple(10 ** np.arange(-3, 5, 0.2)), mnist_points=8, theory_points=18,
-                 max_stability=1.3, theory_max_rate=100.0, seeds=(0,), transient=600, steps=200,
+                 theory_sigmas=tuple(10 ** np.arange(-3, 5, 0.2)), mnist_points=6, theory_points=18,
+                 max_stability=1.3, theory_max_rate=100.0, seeds=(0,), transient=400, steps=200,
                  eval_every=20, eval_scheme="rotating", realizations=100)
 LARGE_QUICK = replace(LARGE, mnist_points=4, theory_points=8, transient=100, steps=100, eval_every=10,
                       test_samples=2000, realizations=20)
@@ -303,8 +292,9 @@ def check_stable(name: str, coupling: Coupling, sigmas, lr: float, log=print) ->
     return numbers
 
 
-def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd.DataFrame:
-    """<A>(sigma) on MNIST for every topology: one ensemble per topology (its sigmas x seeds)."""
+def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print, save=None) -> pd.DataFrame:
+    """<A>(sigma) on MNIST for every topology: one ensemble per topology (its sigmas x seeds);
+    save(points) receives every point so far after each topology."""
     cfg = RunConfig(units=settings.units, depth=settings.depth, test_samples=settings.test_samples,
                     lr=settings.lr, partition="class", transient=settings.transient, steps=settings.steps,
                     eval_every=settings.eval_every, eval_scheme=settings.eval_scheme).validate()
@@ -322,6 +312,8 @@ def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print) -> pd
                                     "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],
                                     "diverged": diverged, "m_abs": np.abs(averages["magnetization"])}))
         log(f"  {row.topology} done: {len(keys)} replicas x {settings.units} units")
+        if save is not None:
+            save(pd.concat(frames, ignore_index=True))
     points = pd.concat(frames, ignore_index=True)
     points.loc[points["diverged"], "accuracy"] = np.nan
     curves = points.groupby(["topology", "sigma"], sort=False).agg(
@@ -448,8 +440,10 @@ def main(argv=None) -> int:
     topos = write_graphs(out, settings.units)
     log(f"{len(topos)} topologies written to {out / 'graphs'}")
     curves = [theory_curves(topos, settings, workers=args.threads)]
+    curves[0].to_csv(out / "curves.csv", index=False)  # the theory half, while MNIST runs
     log("theory done")
-    curves.append(mnist_curves(topos, settings, data, log))
+    save = lambda points: points.to_csv(out / "mnist_points.csv", index=False)
+    curves.append(mnist_curves(topos, settings, data, log, save))
     log("mnist done")
     curves = pd.concat(curves, ignore_index=True)
     table = onset_table(topos, curves)

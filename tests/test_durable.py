@@ -145,3 +145,31 @@ def test_resumed_engine_run_equals_undisturbed_in_process(scheme, synthetic_data
     assert torch.equal(theta_resumed, theta)
     assert meas_resumed.records == meas.records
     assert np.array_equal(meas_resumed.diverged, meas.diverged)
+
+
+def test_default_checkpoints_come_once_a_minute_of_wall_time_has_passed(tmp_path):
+    """No --checkpoint-every: with --out, a checkpoint at the first block boundary CHECKPOINT_SECONDS
+    after the last one (0: none; K: every K steps, whatever the clock)."""
+    import torch
+
+    from decentral.config import CHECKPOINT_SECONDS, RunConfig
+    from decentral.runner import Measurement
+
+    now = [100.0]
+    theta = lambda: torch.zeros(1, 2, 3)
+
+    def keeper(name, **kw):
+        cfg = RunConfig(units=2, out=str(tmp_path / name), **kw).validate()
+        return checkpoint.Keeper(cfg, theta, clock=lambda: now[0])
+
+    auto, never, every = keeper("auto"), keeper("never", checkpoint_every=0), keeper("every", checkpoint_every=20)
+    saved = {k: [] for k in ("auto", "never", "every")}
+    for step, seconds in ((20, 10.0), (40, CHECKPOINT_SECONDS - 11.0), (60, 2.0), (80, 30.0), (100, 31.0)):
+        now[0] += seconds
+        for name, hook in (("auto", auto), ("never", never), ("every", every)):
+            hook(step, Measurement())
+            if (Path(hook.cfg.out) / checkpoint.FILE).is_file():
+                saved[name].append(checkpoint.load(hook.cfg.out).step)
+    assert saved["auto"] == [60, 60, 100]  # 61 s in at step 60, then 61 s later at step 100
+    assert saved["never"] == [] and saved["every"] == [20, 40, 60, 80, 100]
+    assert RunConfig().checkpoint_every is None
