@@ -173,29 +173,25 @@ def _theory_config(args):
     n_units = args.units if args.units is not None else None
     if n_units is None:
         n_units = delta.shape[-1] if delta is not None else 200
-    q = None
+    coupling = None
     if args.topology:
         from .topology import Coupling
 
-        q = Coupling.from_file(args.topology, n_units).matrix()  # CSR for a large sparse graph
+        coupling = Coupling.from_file(args.topology, n_units)
     for name in ("workers", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     return TheoryConfig(depths=tuple(int(d) for d in depths), sigmas=sigmas, protocols=protocols,
                         n_units=n_units, realizations=args.realizations, gamma=args.gamma,
-                        delta_std=args.delta_std, delta=delta, t_end=args.t_end, q=q,
-                        seed=args.seed, workers=args.workers, threads=args.threads)
+                        delta_std=args.delta_std, delta=delta, t_end=args.t_end,
+                        q=coupling and coupling.matrix(),  # CSR for a large sparse graph
+                        seed=args.seed, workers=args.workers, threads=args.threads), coupling
 
 
-def _topology_provenance(path: str | None) -> dict | None:
-    """Name and sha256 of a graph file, recorded with the results it produced."""
-    if not path:
-        return None
-    from pathlib import Path
-
-    from .topology import file_digest
-
-    return {"name": Path(path).name, "sha256": file_digest(path)}
+def _topology_provenance(coupling) -> dict | None:
+    """Name and sha256 of the graph file (`Coupling.provenance`), recorded with the table."""
+    record = coupling and coupling.provenance()
+    return {"name": record["name"], "sha256": record["sha256"]} if record else None
 
 
 LEARNING_PATH_MAX_UNITS = 2000  # S_x (Eq. 8) is N x N with a full SVD: skipped above this N
@@ -220,9 +216,9 @@ def _cmd_theory(args) -> int:
         check_output_file(args.out, args.overwrite)
     if args.plot:
         check_output_dir(args.plot, args.overwrite, flag="--plot")
-    cfg = _theory_config(args)
+    cfg, coupling = _theory_config(args)
     table = run_theory(cfg)
-    topology = _topology_provenance(args.topology)
+    topology = _topology_provenance(coupling)
     if topology:
         table["topology"], table["topology_sha256"] = topology["name"], topology["sha256"]
     if args.out:

@@ -19,10 +19,9 @@ from pathlib import Path
 from .. import resources
 from ..data import Split, load, resolve_data_root
 from ..runner import progress_bar
-from ..storage import file_digest
 from ..threads import limited as limited_threads
 from ..threads import per_worker
-from ..topology import load_coupling
+from ..topology import Coupling, load_coupling
 from .analysis import write_analysis
 from .config import SweepConfig, config_hash, science_dict
 from .plan import Group, count_points, plan_groups
@@ -54,9 +53,13 @@ class SweepReport:
     rows: int
 
 
-def _warn_unstable(cfg: SweepConfig) -> None:
-    for topology in cfg.topologies():
-        coupling = load_coupling(topology, cfg.units)
+def load_couplings(cfg: SweepConfig) -> dict[str | None, Coupling]:
+    """The Coupling of every topology of the sweep (None: mean field), read and validated once."""
+    return {topology: load_coupling(topology, cfg.units) for topology in cfg.topologies()}
+
+
+def _warn_unstable(cfg: SweepConfig, couplings: dict[str | None, Coupling]) -> None:
+    for topology, coupling in couplings.items():
         bad = [s for s in cfg.sigmas() if coupling.stability_number(cfg.lr, s) >= 2]
         if bad:
             warnings.warn(f"unstable coupling for sigma >= {min(bad):g} ({len(bad)} values"
@@ -64,9 +67,11 @@ def _warn_unstable(cfg: SweepConfig) -> None:
                           "expect diverged points (recorded with diverged=True)", RuntimeWarning, stacklevel=2)
 
 
-def topology_digests(cfg: SweepConfig) -> dict[str, str] | None:
-    files = [t for t in cfg.topologies() if t is not None]
-    return {Path(t).name: file_digest(t) for t in files} or None
+def topology_digests(couplings: dict[str | None, Coupling]) -> dict[str, str] | None:
+    """{graph file name: sha256} of the sweep's topologies (from `Coupling.provenance`), for its
+    manifest and hash; None when it runs only the mean field."""
+    records = [c.provenance() for c in couplings.values() if c.provenance() is not None]
+    return {record["name"]: record["sha256"] for record in records} or None
 
 
 def _copy_topologies(cfg: SweepConfig, root: Path) -> None:
@@ -90,9 +95,10 @@ def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepRepor
     resources.check_run(cfg.units, max(cfg.depths()), cfg.width, cfg.test_samples,
                         replicas=min(cfg.max_batch, len(cfg.sigmas()) * cfg.seeds), what="this sweep",
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
-    science = science_dict(cfg, topology_digests(cfg))
+    couplings = load_couplings(cfg)
+    science = science_dict(cfg, topology_digests(couplings))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)
-    _warn_unstable(cfg)
+    _warn_unstable(cfg, couplings)
     _copy_topologies(cfg, root)
     groups = plan_groups(cfg, root)
     sink = StoreSink(root)
