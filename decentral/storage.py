@@ -217,23 +217,25 @@ def _read_bytes(path: Path, what: str) -> bytes:
     return data
 
 
-def read_json(path: str | Path, what: str = "file"):
-    """A JSON document; damaged or missing files are one UserInputError line."""
+def _read_document(path: str | Path, what: str, parse, errors: tuple) -> object:
+    """`parse` of a text file's contents; missing, unreadable or damaged (one of `errors`, bad
+    UTF-8, nested too deep) files are one UserInputError line."""
     path = Path(path)
     data = _read_bytes(path, what)
     try:
-        return json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        return parse(data.decode())
+    except (UnicodeDecodeError, RecursionError, *errors) as err:
         raise _damaged(path, what, err) from None
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """A JSON document; damaged or missing files are one UserInputError line."""
+    return _read_document(path, what, json.loads, (json.JSONDecodeError,))
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict:
-    path = Path(path)
-    data = _read_bytes(path, what)
-    try:
-        return tomllib.loads(data.decode())
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
-        raise _damaged(path, what, err) from None
+    """A TOML document; damaged or missing files are one UserInputError line."""
+    return _read_document(path, what, tomllib.loads, (tomllib.TOMLDecodeError,))
 
 
 def read_parquet(path: str | Path, what: str = "table", columns=None):

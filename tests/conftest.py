@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -42,3 +43,29 @@ def mnist(mnist_root):
     from decentral.data import load_mnist
 
     return load_mnist(mnist_root)
+
+
+class Killed(Exception):
+    """The simulated kill of `kill_run`."""
+
+
+@pytest.fixture
+def kill_run():
+    """`with kill_run(): run(...)` kills that run (raises Killed, expected) right after it saves
+    its first checkpoint; `kill_run(at_step=S)` once the checkpoint keeper has seen step S."""
+    from decentral import checkpoint
+
+    keep = checkpoint.Keeper.__call__
+
+    @contextlib.contextmanager
+    def killed(at_step: int | None = None):
+        def keep_then_kill(self, step, meas):
+            keep(self, step, meas)
+            if (self.last if at_step is None else step == at_step):
+                raise Killed
+
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+            patch.setattr(checkpoint.Keeper, "__call__", keep_then_kill)
+            yield
+
+    return killed

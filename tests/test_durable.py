@@ -109,12 +109,8 @@ def test_ctrl_c_stops_at_a_checkpoint_with_exit_130(tmp_path, mnist_root, capsys
     assert 20 <= step < 420 and not (out / "summary.json").exists()
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("scheme", ["full", "rotating"])
-def test_resumed_engine_run_equals_undisturbed_in_process(scheme, synthetic_data, tmp_path, monkeypatch):
+def test_resumed_engine_run_equals_undisturbed_in_process(scheme, synthetic_data, tmp_path, kill_run):
     """run_local stopped right after a checkpoint (mid-measurement) and resumed from it."""
     import numpy as np
     import torch
@@ -128,17 +124,8 @@ def test_resumed_engine_run_equals_undisturbed_in_process(scheme, synthetic_data
     problem = prepare(cfg, synthetic_data)
     theta, meas = run_local(cfg, problem)
     durable = RunConfig(**{**cfg.__dict__, "out": str(tmp_path / "run")})
-    keep = checkpoint.Keeper.__call__
-
-    def kill_after_first_save(self, step, meas):
-        keep(self, step, meas)
-        if self.last:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint.Keeper, "__call__", kill_after_first_save)
-    with pytest.raises(Killed):
+    with kill_run():
         run_local(durable, problem)
-    monkeypatch.undo()
     saved = checkpoint.load(tmp_path / "run")
     assert saved.step == 70  # in the measurement phase, 3 evaluations done
     theta_resumed, meas_resumed = run_local(durable, problem, resume=saved)

@@ -50,31 +50,18 @@ def test_init_from_logs_at_engine_steps(synthetic_data, tmp_path):
     assert [e.step for e in _events(tmp_path / "tb").Scalars("observables/loss")] == [100, 120]
 
 
-class Killed(Exception):
-    pass
-
-
-def test_a_resumed_run_logs_every_evaluation_once(synthetic_data, tmp_path, monkeypatch):
+def test_a_resumed_run_logs_every_evaluation_once(synthetic_data, tmp_path, kill_run):
     from decentral.problem import prepare
 
     cfg = RunConfig(**TINY, checkpoint_every=40, out=str(tmp_path / "run"),
                     log_tensorboard=str(tmp_path / "tb")).validate()
     problem = prepare(cfg, synthetic_data)
-    log_then_kill = checkpoint.Keeper.__call__
-
-    def kill_at_second_block_after_a_save(self, step, meas):
-        log_then_kill(self, step, meas)
-        if step == 60:  # one evaluation (60) logged after the checkpoint at 40
-            raise Killed
-
     from decentral.run import open_log
 
     log = open_log(cfg, 0, None)
-    monkeypatch.setattr(checkpoint.Keeper, "__call__", kill_at_second_block_after_a_save)
-    with pytest.raises(Killed):
+    with kill_run(at_step=60):  # one evaluation (60) logged after the checkpoint at 40
         run_local(cfg, problem, after_block=log)
     log.close()
-    monkeypatch.undo()
     saved = checkpoint.load(tmp_path / "run")
     assert saved.step == 40
     log = open_log(cfg, 0, saved)

@@ -92,11 +92,7 @@ def test_sweeps_refuse_init_from_and_keep_their_hash():
         load_sweep_config({"init_from": "y"}, {"sigma": "1", "depth": "1", "out": "x"})
 
 
-class Killed(Exception):
-    pass
-
-
-def test_an_init_from_run_killed_and_resumed_equals_it_undisturbed(synthetic_data, tmp_path, monkeypatch):
+def test_an_init_from_run_killed_and_resumed_equals_it_undisturbed(synthetic_data, tmp_path, kill_run):
     """Checkpoints of an --init-from run count steps in its own plan; resuming adds the saved step."""
     from decentral import checkpoint
     from decentral.problem import prepare
@@ -107,17 +103,8 @@ def test_an_init_from_run_killed_and_resumed_equals_it_undisturbed(synthetic_dat
                     checkpoint_every=20, out=str(tmp_path / "more")).validate()
     problem = prepare(cfg, synthetic_data)
     theta, meas = run_local(cfg, problem)
-    keep = checkpoint.Keeper.__call__
-
-    def kill_after_first_save(self, step, meas):
-        keep(self, step, meas)
-        if self.last:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint.Keeper, "__call__", kill_after_first_save)
-    with pytest.raises(Killed):
+    with kill_run():
         run_local(cfg, problem)
-    monkeypatch.undo()
     saved = checkpoint.load(tmp_path / "more")
     assert saved.step == 20
     theta_resumed, meas_resumed = run_local(cfg, problem, resume=saved)
