@@ -1,4 +1,5 @@
-"""Live experiment logging: `decentral run --log-tensorboard DIR` (config key `log_tensorboard`).
+"""Live experiment logging: `decentral run --log-tensorboard DIR` and `decentral sweep
+--log-tensorboard DIR` (config key `log_tensorboard`).
 
 Through torch.utils.tensorboard's SummaryWriter, into event files in DIR:
 
@@ -12,15 +13,37 @@ Through torch.utils.tensorboard's SummaryWriter, into event files in DIR:
 `tensorboard --logdir DIR` shows them as the run goes. The parquet outputs of `--out` stay;
 the log is a view, not the record. A resumed run (`--resume`) purges the events after its
 checkpoint's step and logs from there, so nothing appears twice.
+
+A sweep (local backend) logs each point as its own TensorBoard run, DIR/<point id> (e.g.
+`na-D1-mf-s0-i003`): `point/sigma` at step 0, the observables of every evaluation at the
+point's own step as its ensemble runs, then its time averages and A_x, L_x as above. A point
+run again (a sweep resumed after a kill recomputes unfinished points) purges what its earlier
+attempt logged, so each evaluation appears once.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
+from .errors import UserInputError
 from .runner import OBSERVABLES, Measurement
+
+
+def check_log_dir(path: str | Path | None) -> None:
+    """--log-tensorboard DIR must be a directory this process can create or write into."""
+    if not path:
+        return
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(f"--log-tensorboard {path}: cannot create that directory "
+                             f"({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise UserInputError(f"--log-tensorboard {path}: not writable")
 
 
 class TensorBoardLog:
@@ -48,19 +71,56 @@ class TensorBoardLog:
 
     def finish(self, summary: dict, step: int) -> None:
         """Time averages and the A_x / L_x heat maps of the final parameters, then close."""
-        for name in OBSERVABLES:
-            value = summary.get(name)
-            if value is not None and np.isfinite(value):
-                self.writer.add_scalar(f"summary/{name}", value, step)
-        for name in ("cross_accuracy", "cross_loss"):
-            matrix = np.nan_to_num(np.asarray(summary[name], dtype=np.float32), nan=0.0)  # [N, C]
-            self.writer.add_tensor(f"{name}/values", _tensor(matrix), step)
-            scale = 1.0 if name == "cross_accuracy" else max(float(matrix.max()), 1e-12)
-            self.writer.add_image(name, np.clip(matrix / scale, 0, 1), step, dataformats="HW")
+        write_summary(self.writer, summary, step)
         self.writer.close()
 
     def close(self) -> None:
         self.writer.close()
+
+
+class EnsembleLog:
+    """A sweep ensemble's after_block hook: replica r's evaluations into DIR/<names[r]>, one
+    TensorBoard run per sweep point, started afresh (purge_step=0) each time the point runs."""
+
+    def __init__(self, log_dir: str | Path, names: list[str], sigmas: list[float]):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writers = [SummaryWriter(log_dir=str(Path(log_dir) / name), purge_step=0) for name in names]
+        for writer, sigma in zip(self.writers, sigmas):
+            writer.add_scalar("point/sigma", sigma, 0)
+        self.logged = 0  # rows of the measurement already written
+
+    def __call__(self, step: int, meas: Measurement) -> None:
+        for row in meas.records[self.logged:]:
+            writer = self.writers[int(row["replica"])]
+            for name in OBSERVABLES:
+                writer.add_scalar(f"observables/{name}", row[name], int(row["step"]))
+        self.logged = len(meas.records)
+        for writer in self.writers:
+            writer.flush()
+
+    def finish(self, records: list[dict], step: int) -> None:
+        """Each point's time averages and A_x / L_x (records[r]: replica r's result row), then close."""
+        for writer, record in zip(self.writers, records):
+            write_summary(writer, record, step)
+            writer.close()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+def write_summary(writer, summary: dict, step: int) -> None:
+    """Time averages (`summary/<observable>`) and A_x, L_x [N, C] as heat maps and tensors."""
+    for name in OBSERVABLES:
+        value = summary.get(name)
+        if value is not None and np.isfinite(value):
+            writer.add_scalar(f"summary/{name}", value, step)
+    for name in ("cross_accuracy", "cross_loss"):
+        matrix = np.nan_to_num(np.asarray(summary[name], dtype=np.float32), nan=0.0)  # [N, C]
+        writer.add_tensor(f"{name}/values", _tensor(matrix), step)
+        scale = 1.0 if name == "cross_accuracy" else max(float(matrix.max()), 1e-12)
+        writer.add_image(name, np.clip(matrix / scale, 0, 1), step, dataformats="HW")
 
 
 def _tensor(matrix: np.ndarray):

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
-from . import params, resources
+from . import eventlog, params, resources
 from .checkpoint import FILE as CHECKPOINT_FILE
 from .checkpoint import Checkpoint, Keeper, config_hash
 from .config import RunConfig, to_dict
@@ -199,16 +198,7 @@ def _train(cfg: RunConfig, problem: Problem, resume: Checkpoint | None, init: pa
 
 def check_log_dir(cfg: RunConfig) -> None:
     """--log-tensorboard DIR must be a directory this process can create or write into."""
-    if not cfg.log_tensorboard:
-        return
-    path = Path(cfg.log_tensorboard)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserInputError(f"--log-tensorboard {path}: cannot create that directory "
-                             f"({err.strerror or err})") from None
-    if not os.access(path, os.W_OK):
-        raise UserInputError(f"--log-tensorboard {path}: not writable")
+    eventlog.check_log_dir(cfg.log_tensorboard)
 
 
 def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):

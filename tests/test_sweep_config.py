@@ -66,7 +66,6 @@ def test_run_options_are_accepted_at_their_defaults_only():
     assert not hasattr(cfg, "init_from") and "init_from" not in science_dict(cfg)
     for key, message in [("init_from", "init_from is an option of `decentral run`"),
                          ("overwrite", "there is no --overwrite"),
-                         ("log_tensorboard", "log_tensorboard is an option of `decentral run`"),
                          ("gossip_period", "--gossip-period is a Ray actor option")]:
         with pytest.raises(UserInputError, match=message):
             load_sweep_config({key: "y" if key != "gossip_period" else 2}, {"sigma": "1", "out": "x"})

@@ -21,17 +21,16 @@ PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
 # fields that do not change any measured number, hence left out of the config hash
 RUNTIME_FIELDS = ("out", "resume", "max_batch", "threads", "device", "backend", "address",
-                  "data_root", "download", "quiet")
+                  "data_root", "download", "quiet", "log_tensorboard")
 # `decentral run` options a sweep has no use for: sweeps run each point on the local engine
 # (or as Ray tasks running it) and start fresh units. A config file or mapping may still carry
 # them at the values a sweep always used (None is RunConfig's default); any other value is refused.
 RAY_ACTOR_FIELDS = {"units_per_actor": 1, "gossip_period": 1, "staleness": 0, "checkpoint_every": 0,
                     "actor_cpus": 1.0}
-RUN_ONLY_FIELDS = {"overwrite": False, "init_from": None, "log_tensorboard": None}
+RUN_ONLY_FIELDS = {"overwrite": False, "init_from": None}
 RUN_ONLY_MESSAGES = {
     "overwrite": "sweep: there is no --overwrite; use another --out, or --resume to continue one",
     "init_from": "sweep: init_from is an option of `decentral run`; sweeps start fresh units",
-    "log_tensorboard": "sweep: log_tensorboard is an option of `decentral run`",
 }
 
 
@@ -53,6 +52,9 @@ class SweepConfig(SharedConfig):
     resume: bool = _f(False, "skip points already finished in --out (same config only)")
     max_batch: int = _f(64, "most replicas (sweep points) stacked in one ensemble")
     quiet: bool = _f(False, "no progress bar (shown with its ETA on stderr when it is a terminal)")
+    log_tensorboard: str | None = _f(None, "stream each point's evaluations, then its averages and A_x, "
+                                     "L_x heat maps, to TensorBoard event files in DIR/<point id> "
+                                     "(local backend)")
 
     # --- parsed views ---------------------------------------------------------------------
     def sigmas(self) -> list[float]:
@@ -92,6 +94,9 @@ class SweepConfig(SharedConfig):
         for name in ("seeds", "max_batch"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.log_tensorboard is not None and self.backend == "ray":
+            raise UserInputError("sweep: --log-tensorboard logs the points of a local sweep; with --backend "
+                                 "ray they run in remote tasks (their results are in the sweep directory)")
         self.sigmas(), self.depths(), self.topologies()
         if self.protocol == "both":
             self.protocol_depths("adiabatic")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import resources
 from ..data import Split, load, resolve_data_root
+from ..eventlog import check_log_dir
 from ..runner import progress_bar
 from ..threads import limited as limited_threads
 from ..threads import per_worker
@@ -95,6 +96,7 @@ def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepRepor
     resources.check_run(cfg.units, max(cfg.depths()), cfg.width, cfg.test_samples,
                         replicas=min(cfg.max_batch, len(cfg.sigmas()) * cfg.seeds), what="this sweep",
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
+    check_log_dir(cfg.log_tensorboard)  # before any work
     couplings = load_couplings(cfg)
     science = science_dict(cfg, topology_digests(couplings))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)

@@ -41,11 +41,12 @@ class _ReplicaProgress:
 
 
 def _measure(cfg: SweepConfig, problem: Problem, state: EngineState, sigmas: list[float],
-             seeds: tuple[int, ...], per_seed: int, bar):
-    """Transient + measurement phases for one stacked ensemble; returns (state, Measurement)."""
+             seeds: tuple[int, ...], per_seed: int, bar, log=None):
+    """Transient + measurement phases for one stacked ensemble (log: the after_block hook of
+    --log-tensorboard, or None); returns (state, Measurement)."""
     sim = ensemble(cfg, problem, sigmas, seeds, per_seed, state, resolve_device(cfg.device))
     progress = _ReplicaProgress(bar, len(sigmas))
-    meas = run_phases(sim, cfg.phases(), progress=progress)
+    meas = run_phases(sim, cfg.phases(), progress=progress, after_block=log)
     if bar is not None:  # a fully diverged ensemble stops early: count its skipped steps
         bar.update((cfg.transient + cfg.steps - progress.count) * len(sigmas))
     return sim.state, meas
@@ -91,8 +92,27 @@ def run_group(cfg: SweepConfig, group: Group, problem: Problem, sink: Sink, bar=
     per_seed = len(group.sigma_indices)
     state = init_ensemble(problem.arch, group.seeds, per_seed, cfg.units, cfg.init, device)
     keys = [(seed, i) for seed in group.seeds for i in group.sigma_indices]  # seed-major
-    state, meas = _measure(cfg, problem, state, [sigma_list[i] for _, i in keys], group.seeds, per_seed, bar)
-    sink(_records(cfg, group, problem, state.theta, meas, keys, sigma_list), {})
+    sigmas = [sigma_list[i] for _, i in keys]
+    log = _open_log(cfg, group, keys, sigmas)
+    state, meas = _measure(cfg, problem, state, sigmas, group.seeds, per_seed, bar, log)
+    records = _records(cfg, group, problem, state.theta, meas, keys, sigma_list)
+    _finish_log(log, records, meas)
+    sink(records, {})
+
+
+def _open_log(cfg: SweepConfig, group: Group, keys, sigmas: list[float]):
+    """The --log-tensorboard hook of one ensemble (replica r: point keys[r]), or None."""
+    if not cfg.log_tensorboard:
+        return None
+    from ..eventlog import EnsembleLog
+
+    names = [point_id(group.protocol, group.depth, group.topology, seed, index) for seed, index in keys]
+    return EnsembleLog(cfg.log_tensorboard, names, sigmas)
+
+
+def _finish_log(log, records: list[dict], meas) -> None:
+    if log is not None:
+        log.finish(records, meas.train_steps)
 
 
 def _chain_start(cfg: SweepConfig, group: Group, problem: Problem, chain_states: dict, device) -> EngineState:
@@ -109,13 +129,16 @@ def _run_chain(cfg, group: Group, problem: Problem, sink: Sink, bar, sigma_list,
     state = _chain_start(cfg, group, problem, chain_states, device)
     for index in group.sigma_indices:
         sigma = sigma_list[index]
-        state, meas = _measure(cfg, problem, state, [sigma] * len(group.seeds), group.seeds, 1, bar)
         keys = [(seed, index) for seed in group.seeds]
+        log = _open_log(cfg, group, keys, [sigma] * len(keys))
+        state, meas = _measure(cfg, problem, state, [sigma] * len(group.seeds), group.seeds, 1, bar, log)
         theta = state.theta.detach().cpu()
         states = {chain_id(group.depth, group.topology, seed): {"theta": theta[k].clone(), "step": state.step,
                                                                 "index": index, "sigma": sigma}
                   for k, seed in enumerate(group.seeds)}
-        sink(_records(cfg, group, problem, state.theta, meas, keys, sigma_list), states)
+        records = _records(cfg, group, problem, state.theta, meas, keys, sigma_list)
+        _finish_log(log, records, meas)
+        sink(records, states)
 
 
 def load_chain_states(root: Path, group: Group) -> dict[str, dict]:
