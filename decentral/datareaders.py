@@ -78,7 +78,8 @@ def _cifar_batch(spec: Dataset, path: Path) -> tuple[torch.Tensor, torch.Tensor]
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != spec.n_inputs or len(data) == 0:
-        shown = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        shown = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+                 else type(data).__name__)
         raise _bad(spec, path, f"its data is a {shown}, expected uint8 [n, {spec.n_inputs}]")
     try:
         labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))

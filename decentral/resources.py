@@ -63,18 +63,19 @@ def dense_coupling(topology: str | None, n_units: int) -> bool:
 
 
 def run_bytes(units: int, depth: int, width: int, test_samples: int | None, replicas: int = 1,
-              dense_coupling: bool = True) -> int:
-    """Largest arrays of a run (or a sweep ensemble of `replicas` points)."""
-    params = replicas * units * n_params(depth, width) * 4 * 4  # theta, gradient, update, copy
+              dense_coupling: bool = True, n_in: int = 784) -> int:
+    """Largest arrays of a run (or a sweep ensemble of `replicas` points) on inputs of n_in
+    values (784: MNIST; CIFAR-10 3,072, its training images counted as 60,000 too)."""
+    params = replicas * units * n_params(depth, width, n_in) * 4 * 4  # theta, gradient, update, copy
     evaluation = replicas * (test_samples or TEST_IMAGES) * units * max(width, 10) * 4 * 3
     coupling = dense_coupling_bytes(units, replicas) if dense_coupling else 0
-    return params + evaluation + coupling + TRAIN_BYTES
+    return params + evaluation + coupling + TRAIN_BYTES * n_in // 784
 
 
 def check_run(units: int, depth: int, width: int, test_samples: int | None, replicas: int = 1,
-              dense_coupling: bool = True, what: str = "this run") -> None:
+              dense_coupling: bool = True, what: str = "this run", n_in: int = 784) -> None:
     """Refuse (one line) a run whose largest arrays cannot fit in the memory available."""
-    need = run_bytes(units, depth, width, test_samples, replicas, dense_coupling)
+    need = run_bytes(units, depth, width, test_samples, replicas, dense_coupling, n_in)
     check_fits(need, f"{what} (N={units}, D={depth}, width={width})",
                "use fewer --units, a smaller --depth or --width" + (", or --test-samples" if
                                                                     test_samples is None else ""))

@@ -19,6 +19,7 @@ from .checkpoint import FILE as CHECKPOINT_FILE
 from .checkpoint import Checkpoint, Keeper, config_hash
 from .config import RunConfig, to_dict
 from .data import Split
+from .datasets import get as get_dataset
 from .engine import EngineState
 from .eventlog import chain
 from .model import Architecture
@@ -161,7 +162,8 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
                                  f"it with `decentral run --resume {cfg.out}`, or pass --overwrite")
         check_output_dir(cfg.out, cfg.overwrite)  # before any work: never train to then lose it
     resources.check_run(cfg.units, cfg.depth, cfg.width, cfg.test_samples,
-                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
+                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units),
+                        n_in=get_dataset(cfg.dataset).n_inputs)
     init = params.load(cfg.init_from) if cfg.init_from else None  # fail fast, before loading data
     check_log_dir(cfg)
     problem = prepare(cfg, data)

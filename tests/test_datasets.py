@@ -222,3 +222,43 @@ def test_damaged_files_are_one_line(name, file, change, pattern, tmp_path, capsy
     _edit(get(name).raw_folder(root) / file, _cifar_edit(change, sentinel) if isinstance(change, str) else change)
     assert_one_line_error(["run", "--dataset", name, "--data-root", root, "--units", "4", *RUN], capsys, pattern)
     assert sentinel.read_text() == "still here"  # the hostile pickle ran nothing
+
+
+def test_memory_is_estimated_for_the_dataset_inputs(tmp_path, monkeypatch, capsys):
+    from decentral import resources
+
+    mnist = resources.run_bytes(1000, 1, 20, None, dense_coupling=False)
+    cifar = resources.run_bytes(1000, 1, 20, None, dense_coupling=False, n_in=3072)
+    # first layer 3,072 x 20 instead of 784 x 20 (theta, gradient, update, copy), bigger images
+    images = resources.TRAIN_BYTES * 3072 // 784 - resources.TRAIN_BYTES
+    assert cifar - mnist == 1000 * (3072 - 784) * 20 * 4 * 4 + images
+    monkeypatch.setattr(resources, "available_bytes", lambda: mnist + 1)
+    assert_one_line_error(["run", "--dataset", "cifar10", "--units", "1000", "--data-root", tmp_path, *RUN],
+                          capsys, r"this run \(N=1000, D=1, width=20\) needs about")  # before reading data
+
+
+# --- downloads (torchvision's downloaders replaced by writers of generated files) ------------
+
+
+@pytest.fixture
+def default_folder(monkeypatch, tmp_path):
+    """No $DECENTRAL_DATA, and the default folder (filled on first use) in tmp_path."""
+    from decentral import datafiles
+
+    monkeypatch.delenv("DECENTRAL_DATA", raising=False)
+    default = tmp_path / "cache" / "decentral" / "data"
+    monkeypatch.setattr(datafiles, "default_root", lambda: default)
+    return default
+
+
+@pytest.mark.parametrize("name", ["kmnist", "cifar10"])
+def test_a_first_run_downloads_the_dataset_into_the_default_folder(name, default_folder, monkeypatch, capsys):
+    cls = getattr(torchvision.datasets, get(name).torchvision_class)
+    monkeypatch.setattr(cls, "download", lambda self: make_dataset(name, self.root, 100, 20))
+    if name == "cifar10":  # our files are not the release's: skip its md5 check after the download
+        monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    train, test = load(name, default_folder)
+    assert len(train.y) == 100 and len(test.y) == 20
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"downloaded {get(name).title} into {get(name).raw_folder(default_folder)}" \
+        in captured.err

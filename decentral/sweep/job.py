@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import resources
 from ..data import Split, load, resolve_data_root
+from ..datasets import get as get_dataset
 from ..eventlog import check_log_dir
 from ..runner import progress_bar
 from ..threads import limited as limited_threads
@@ -95,7 +96,8 @@ def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepRepor
     start = time.perf_counter()
     resources.check_run(cfg.units, max(cfg.depths()), cfg.width, cfg.test_samples,
                         replicas=min(cfg.max_batch, len(cfg.sigmas()) * cfg.seeds), what="this sweep",
-                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units))
+                        dense_coupling=resources.dense_coupling(cfg.topology, cfg.units),
+                        n_in=get_dataset(cfg.dataset).n_inputs)
     check_log_dir(cfg.log_tensorboard)  # before any work
     couplings = load_couplings(cfg)
     science = science_dict(cfg, topology_digests(couplings))
