@@ -23,7 +23,7 @@ from decentral.config import RunConfig
 from decentral.data import Split, make_shards
 from decentral.model import Architecture
 from decentral.problem import Problem, prepare
-from decentral.run import run_local
+from decentral.jobs.run import run_local
 
 N = 10
 

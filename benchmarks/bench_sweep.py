@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from decentral.data import load_mnist, resolve_data_root
-from decentral.run import execute
+from decentral.jobs.run import execute
 from decentral.sweep import run_sweep
 from decentral.sweep.grids import paper_grid
 from decentral.sweep.config import load_sweep_config

@@ -4,15 +4,19 @@ The embedded default is a vectorized local engine (:mod:`decentral.engine`); the
 backend (:mod:`decentral.ray_backend`) runs the same update rule on a cluster, and the
 effective theory (:mod:`decentral.theory`) predicts what both measure.
 
-The Python API (:mod:`decentral.api`, loaded on first use so that `import decentral` stays
+The Python API is :mod:`decentral.api` (loaded on first use, so that `import decentral` stays
 cheap)::
 
-    decentral.run(config=None, **keys) -> RunResult        # one point, as `decentral run`
-    decentral.sweep(config=None, **keys) -> DataFrame      # a sweep's results table
-    decentral.theory(config=None, **keys) -> DataFrame     # Eq. 4-8, as `decentral theory`
-    decentral.load(directory) -> RunResult | SweepResult   # a run or sweep directory read back
-    decentral.RunConfig, decentral.SweepConfig, decentral.TheoryConfig   # the typed configs
-    decentral.UserInputError                               # bad input (a ValueError), never an exit
+    from decentral import api
+    api.run(config=None, **keys) -> RunResult        # one point, as `decentral run`
+    api.sweep(config=None, **keys) -> DataFrame      # a sweep's results table
+    api.theory(config=None, **keys) -> DataFrame     # Eq. 4-8, as `decentral theory`
+    api.load(directory) -> RunResult | SweepResult   # a run or sweep directory read back
+
+`decentral.run` and `decentral.load` are the same two functions, for short (`decentral.sweep`
+and `decentral.theory` are the packages of those subsystems); `decentral.RunConfig`,
+`decentral.SweepConfig`, `decentral.TheoryConfig` the typed configs; `decentral.UserInputError`
+bad input (a ValueError), never an exit.
 """
 
 import os as _os
@@ -26,10 +30,9 @@ from .errors import Interrupted, UserInputError  # noqa: E402
 
 __version__ = "0.1.0"
 
-# run, sweep and theory are the modules of those names, callable as the API's functions
-# (decentral.entry); the other names are the objects of the modules given
-_API = {"run": None, "sweep": None, "theory": None, "load": "api", "RunResult": "api",
-        "SweepResult": "api", "run_config": "api", "sweep_config": "api", "RunConfig": "config",
+# names of the API, each imported on first use from the module given
+_API = {"api": None, "run": "api", "load": "api", "RunResult": "api", "SweepResult": "api",
+        "run_config": "api", "sweep_config": "api", "RunConfig": "config",
         "SweepConfig": "sweep.config", "TheoryConfig": "theory"}
 __all__ = sorted(_API) + ["Interrupted", "UserInputError", "__version__"]
 

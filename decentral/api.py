@@ -1,20 +1,21 @@
 """The Python API for notebooks and scripts: run one point, a sweep, the theory; load results.
 
-    import decentral
+    from decentral import api
 
-    result = decentral.run(units=4, sigma=30, transient=200, steps=200, test_samples=1000)
+    result = api.run(units=4, sigma=30, transient=200, steps=200, test_samples=1000)
     result.summary["accuracy"]     # the summary `decentral run --json` prints (a dict)
     result.timeseries              # one row per evaluation (pandas DataFrame)
     result.cross_accuracy          # A_x: units x classes (pandas DataFrame)
-    table = decentral.sweep(sigma=[0, 10, 100], depth=[0, 1], steps=200, out="sweeps/s1")
-    curves = decentral.theory(depths=[1], sigmas=[0, 10, 100], realizations=20)
-    again = decentral.load("runs/p1")   # a RunResult, or a SweepResult for a sweep directory
+    table = api.sweep(sigma=[0, 10, 100], depth=[0, 1], steps=200, out="sweeps/s1")
+    curves = api.theory(depths=[1], sigmas=[0, 10, 100], realizations=20)
+    again = api.load("runs/p1")    # a RunResult, or a SweepResult for a sweep directory
 
-Configs are given as the typed config (`RunConfig`, `SweepConfig`, `TheoryConfig`), a mapping,
-a TOML/YAML config file path, or keywords (the config keys of the CLI; keywords win). They go
-through the CLI's own coercion and validation: bad input raises `decentral.UserInputError`
-(a ValueError) with the message the CLI prints, never exits. `decentral run` and `decentral
-sweep` call the same functions (`run.run_job`, `sweep.run_sweep`).
+(`decentral.run` and `decentral.load` are `api.run` and `api.load`.) Configs are given as the
+typed config (`RunConfig`, `SweepConfig`, `TheoryConfig`), a mapping, a TOML/YAML config file
+path, or keywords (the config keys of the CLI; keywords win). They go through the CLI's own
+coercion and validation: bad input raises `decentral.UserInputError` (a ValueError) with the
+message the CLI prints, never exits. `decentral run` and `decentral sweep` call the same
+functions (`jobs.run.run_job`, `sweep.run_sweep`).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run(config=None, /, *, data=None, **kwargs) -> RunResult:
     (train, test) pair of `decentral.data.Split` instead of MNIST from the data root.
     `model`: "mlp" (default), "cnn", a registered name, or any nn.Module factory
     `factory(input_shape, n_classes)` (registered under its function name)."""
-    from .run import run_job
+    from .jobs.run import run_job
 
     cfg = run_config(config, **kwargs)
     summary, meas, theta = run_job(cfg, data)
@@ -164,7 +165,7 @@ def load(directory: str | Path) -> RunResult | SweepResult:
     root = Path(directory)
     if (root / "summary.json").is_file():
         from . import params
-        from .run import load_run
+        from .jobs.run import load_run
 
         summary, series, values = load_run(root)
         cfg = from_mapping(RunConfig, values, "run config")

@@ -45,7 +45,7 @@ def main(workdir: Path) -> None:
     print("unit 0 as an nn.Module:", type(net).__name__, sum(p.numel() for p in net.parameters()), "parameters")
 
     # a sweep over sigma with the registered name
-    table = decentral.sweep(TINY, model="tiny_convnet", sigma=[0.0, 50.0], depth=[1],
+    table = decentral.api.sweep(TINY, model="tiny_convnet", sigma=[0.0, 50.0], depth=[1],
                             out=str(workdir / "sweep"), quiet=True)
     print(table[["sigma", "accuracy", "consensus_distance"]].to_string(index=False))
 

@@ -1,4 +1,4 @@
-"""The Python API (`decentral.run/sweep/theory/load`): pandas results, CLI validation as
+"""The Python API (`decentral.api`: run/sweep/theory/load): pandas results, CLI validation as
 exceptions, round trips through the run directory, and the example script."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_configs_as_mapping_file_or_typed_config_agree(synthetic_data, tmp_path)
     (lambda: decentral.run(units=0), ["run", "--units", "0"], "--units must be >= 1, got 0"),
     (lambda: decentral.run(unit=3), ["run", "--config", "{toml}"], "unknown config key 'unit'"),
     (lambda: decentral.run(units="four"), ["run", "--units", "four"], "--units: expected int, got 'four'"),
-    (lambda: decentral.sweep(sigma=[1], depth=[1]), ["sweep", "--sigma", "1", "--depth", "1"],
+    (lambda: decentral.api.sweep(sigma=[1], depth=[1]), ["sweep", "--sigma", "1", "--depth", "1"],
      "sweep: --out DIR is required"),
 ])
 def test_bad_input_raises_the_cli_message(call, cli, message, tmp_path, capsys):
@@ -60,26 +60,29 @@ def test_bad_input_raises_the_cli_message(call, cli, message, tmp_path, capsys):
 
 def test_theory_and_load_refuse_bad_input(tmp_path):
     with pytest.raises(decentral.UserInputError, match="depths must be a non-empty list"):
-        decentral.theory(depths=[-1], sigmas=[1.0])
+        decentral.api.theory(depths=[-1], sigmas=[1.0])
     with pytest.raises(decentral.UserInputError, match="unknown theory key 'sigma'"):
-        decentral.theory(sigma=[1.0])
+        decentral.api.theory(sigma=[1.0])
     with pytest.raises(decentral.UserInputError, match="neither a run directory"):
         decentral.load(tmp_path)
 
 
 def test_theory_returns_its_table():
-    table = decentral.theory(depths=[0], sigmas=[0.0, 5.0], n_units=10, realizations=3,
+    table = decentral.api.theory(depths=[0], sigmas=[0.0, 5.0], n_units=10, realizations=3,
                              protocols=["non-adiabatic"], workers=1)
     assert isinstance(table, pd.DataFrame) and list(table.sigma) == [0.0, 5.0]
 
 
-def test_the_modules_stay_modules():
-    """decentral.run, .sweep and .theory are callable and keep their module attributes."""
-    from decentral.run import execute
+def test_api_names_and_packages_are_plain():
+    """decentral.run and .load are the API's functions; .sweep and .theory stay the packages,
+    whose API calls are decentral.api.sweep and .theory; the jobs are plain modules."""
+    from decentral import api
+    from decentral.jobs.run import execute
     from decentral.sweep.config import SweepConfig
 
-    assert decentral.run.execute is execute and decentral.sweep.config.SweepConfig is SweepConfig
-    assert decentral.theory.TheoryConfig is decentral.TheoryConfig and callable(decentral.sweep)
+    assert decentral.run is api.run and decentral.load is api.load and decentral.api is api
+    assert decentral.sweep.config.SweepConfig is SweepConfig and callable(execute)
+    assert decentral.theory.TheoryConfig is decentral.TheoryConfig and not callable(decentral.sweep)
 
 
 def test_the_api_example_runs(mnist_root, tmp_path):

@@ -1,6 +1,6 @@
 """The import graph of `decentral`: every module imports, no cycles, no upward imports.
 
-Job and CLI modules (the `run` job, the sweep job and its executors, the CLI) sit on top;
+Job and CLI modules (`decentral.jobs`, the sweep job and its executors, the CLI, the API) sit on top;
 library modules never import them. In the sweep package, the worker that executors run
 imports neither the job nor an executor. Imports inside functions count too.
 """
@@ -15,8 +15,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "decentral"
 # modules that run jobs or parse the command line: nothing below may import them
-TOP = {"decentral.__main__", "decentral.cli", "decentral.run", "decentral.sweep",
-       "decentral.sweep.job", "decentral.sweep.ray_tasks", "decentral.api"}
+TOP = {"decentral.__main__", "decentral.cli", "decentral.api", "decentral.jobs", "decentral.jobs.common",
+       "decentral.jobs.run", "decentral.jobs.sweep", "decentral.jobs.theory", "decentral.jobs.topology",
+       "decentral.jobs.plot", "decentral.sweep", "decentral.sweep.job", "decentral.sweep.ray_tasks"}
 
 
 def _module_name(path: Path) -> str:
@@ -112,6 +113,11 @@ def test_relative_imports_name_existing_modules():
                 if target not in modules:
                     missing.append(f"{name}: {target}")
     assert missing == []
+
+
+def test_every_job_module_is_listed_on_top():
+    jobs = {name for name in _modules() if name.startswith("decentral.jobs")}
+    assert jobs <= TOP
 
 
 def test_sweep_worker_imports_no_executor():

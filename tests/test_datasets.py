@@ -103,7 +103,7 @@ def test_uncoupled_units_on_private_classes_stay_near_chance(tmp_path):
 
 def test_a_sweep_on_a_dataset_records_it(tmp_path):
     root = make_dataset("kmnist", tmp_path / "data", n_train=200, n_test=50)
-    table = decentral.sweep(dataset="kmnist", data_root=str(root), sigma=[0, 20], depth=[1], units=10,
+    table = decentral.api.sweep(dataset="kmnist", data_root=str(root), sigma=[0, 20], depth=[1], units=10,
                             transient=20, steps=20, eval_every=20, lr=0.05, out=str(tmp_path / "s"),
                             quiet=True, threads=1)
     assert table.dataset.tolist() == ["kmnist", "kmnist"] and len(table) == 2

@@ -117,7 +117,7 @@ def test_resumed_engine_run_equals_undisturbed_in_process(scheme, synthetic_data
 
     from decentral.config import RunConfig
     from decentral.problem import prepare
-    from decentral.run import run_local
+    from decentral.jobs.run import run_local
 
     cfg = RunConfig(units=4, transient=40, steps=100, eval_every=10, checkpoint_every=70,
                     eval_scheme=scheme, eval_folds=5, seed=2).validate()

@@ -11,7 +11,7 @@ from tensorboard.util import tensor_util
 from decentral import checkpoint
 from decentral.cli import main
 from decentral.config import RunConfig
-from decentral.run import execute, run_local
+from decentral.jobs.run import execute, run_local
 from decentral.runner import OBSERVABLES
 
 TINY = dict(units=4, transient=20, steps=60, eval_every=20, seed=1, test_samples=200)
@@ -56,7 +56,7 @@ def test_a_resumed_run_logs_every_evaluation_once(synthetic_data, tmp_path, kill
     cfg = RunConfig(**TINY, checkpoint_every=40, out=str(tmp_path / "run"),
                     log_tensorboard=str(tmp_path / "tb")).validate()
     problem = prepare(cfg, synthetic_data)
-    from decentral.run import open_log
+    from decentral.jobs.run import open_log
 
     log = open_log(cfg, 0, None)
     with kill_run(at_step=60):  # one evaluation (60) logged after the checkpoint at 40

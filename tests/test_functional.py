@@ -123,7 +123,7 @@ def test_cnn_sweep_points_equal_their_single_runs(synthetic_data, tmp_path):
     import decentral
 
     tiny = dict(units=4, transient=10, steps=20, eval_every=10, test_samples=50, seed=3, model="cnn")
-    table = decentral.sweep(tiny, sigma=[0.0, 40.0], depth=[1], out=str(tmp_path / "s"), quiet=True,
+    table = decentral.api.sweep(tiny, sigma=[0.0, 40.0], depth=[1], out=str(tmp_path / "s"), quiet=True,
                             data=synthetic_data)
     for sigma in (0.0, 40.0):
         alone = decentral.run(tiny, sigma=sigma, data=synthetic_data).summary
@@ -182,7 +182,7 @@ def test_ray_runs_a_cnn_as_the_local_engine_does(synthetic_data):
     from decentral.ray_backend import run_ray
     from decentral.ray_backend.cluster import LOCAL_IP, loopback_only
     from decentral.ray_backend.sources import InlineSource
-    from decentral.run import run_local
+    from decentral.jobs.run import run_local
 
     cfg = RunConfig(backend="ray", model="cnn", units=4, sigma=30.0, transient=0, steps=10, eval_every=5,
                     actor_cpus=0.25, seed=3, test_samples=40).validate()

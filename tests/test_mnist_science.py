@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from decentral.config import RunConfig
-from decentral.run import execute
+from decentral.jobs.run import execute
 
 
 @pytest.mark.parametrize("depth", [0, 1])

@@ -13,7 +13,7 @@ from decentral import params
 from decentral.cli import main
 from decentral.config import RunConfig
 from decentral.errors import UserInputError
-from decentral.run import execute
+from decentral.jobs.run import execute
 
 TINY = dict(units=4, eval_every=20, seed=3, test_samples=200)
 
@@ -96,7 +96,7 @@ def test_an_init_from_run_killed_and_resumed_equals_it_undisturbed(synthetic_dat
     """Checkpoints of an --init-from run count steps in its own plan; resuming adds the saved step."""
     from decentral import checkpoint
     from decentral.problem import prepare
-    from decentral.run import run_local
+    from decentral.jobs.run import run_local
 
     execute(RunConfig(**TINY, transient=20, steps=40, out=str(tmp_path / "first")).validate(), synthetic_data)
     cfg = RunConfig(**TINY, transient=0, steps=60, init_from=str(tmp_path / "first"),

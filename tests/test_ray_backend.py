@@ -12,7 +12,7 @@ from decentral.data import make_shards
 from decentral.errors import UserInputError
 from decentral.model import Architecture
 from decentral.problem import Problem
-from decentral.run import run_local
+from decentral.jobs.run import run_local
 
 pytestmark = pytest.mark.ray
 

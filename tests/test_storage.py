@@ -111,7 +111,7 @@ KILL_LOOP = textwrap.dedent("""
     import json, os, random, signal, sys, time, tomllib
     from pathlib import Path
     from decentral.config import RunConfig
-    from decentral.run import save_run
+    from decentral.jobs.run import save_run
     from decentral.runner import Measurement
     out, kills = Path(sys.argv[1]), int(sys.argv[2])
     cfg = RunConfig(out=str(out), overwrite=True, units=4)
@@ -137,7 +137,7 @@ KILL_LOOP = textwrap.dedent("""
 
 def test_sigkill_during_save_never_leaves_a_partial_run(tmp_path):
     """SIGKILL at random moments while runs are saved over each other: `out` is absent or complete."""
-    from decentral.run import load_run
+    from decentral.jobs.run import load_run
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -151,7 +151,7 @@ def test_sigkill_during_save_never_leaves_a_partial_run(tmp_path):
 
 
 def test_load_run_refuses_a_partial_directory(tmp_path):
-    from decentral.run import load_run
+    from decentral.jobs.run import load_run
 
     (tmp_path / "summary.json").write_text("")
     with pytest.raises(UserInputError, match="summary.json"):
@@ -175,7 +175,7 @@ def test_sigkill_during_cli_runs_never_leaves_a_partial_run(tmp_path, mnist_root
     import random
     import time
 
-    from decentral.run import load_run
+    from decentral.jobs.run import load_run
 
     rng, out = random.Random(7), tmp_path / "run"
     env = {**os.environ, "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}

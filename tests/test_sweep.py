@@ -57,7 +57,7 @@ def test_plan_stacks_seeds_by_sigmas(tmp_path):
 
 
 def test_sweep_point_equals_run(tmp_path, synthetic_data):
-    from decentral.run import execute
+    from decentral.jobs.run import execute
 
     cfg = tiny(tmp_path)
     run_sweep(cfg, synthetic_data)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from decentral.cli import main
-from decentral.run import execute
+from decentral.jobs.run import execute
 from decentral.sweep import run_sweep
 from decentral.sweep.config import load_sweep_config
 from decentral.topology import file_digest

@@ -14,7 +14,3 @@
 from .job import run_sweep
 
 __all__ = ["run_sweep"]
-
-from ..entry import make_callable  # noqa: E402
-
-make_callable(__name__, "sweep")  # `decentral.sweep(...)` is decentral.api.sweep

@@ -28,7 +28,3 @@ __all__ = [
     "effective_loss", "moments", "stationary_d0", "stationary_linear", "COLUMNS", "run_theory",
     "BatchSolution", "FunctionRHS", "integrate",
 ]  # fmt: skip
-
-from ..entry import make_callable  # noqa: E402
-
-make_callable(__name__, "theory")  # `decentral.theory(...)` is decentral.api.theory

@@ -1,7 +1,9 @@
 """`decentral run`: one coupled-training job from a RunConfig, on the local engine or Ray.
 
-I/O lives here, at the edge: loading data, reading the topology, saving results with the
-exact config and topology that produced them. The math is in engine/update/observables.
+`main(args)` is the command (parsed flags to a RunConfig, or `--resume DIR`; the summary
+printed); `execute(cfg)` / `run_job(cfg)` the library call it makes. I/O lives here, at the
+edge: loading data, reading the topology, saving results with the exact config and topology
+that produced them. The math is in engine/update/observables.
 """
 
 from __future__ import annotations
@@ -14,22 +16,22 @@ from pathlib import Path
 
 import torch
 
-from . import eventlog, params, resources
-from .checkpoint import FILE as CHECKPOINT_FILE
-from .checkpoint import Checkpoint, Keeper, config_hash
-from .config import RunConfig, to_dict
-from .data import Split
-from .datasets import get as get_dataset
-from .engine import EngineState
-from .eventlog import chain
-from .model import Architecture
-from .errors import UserInputError
-from .problem import Problem, final_cross_scores, prepare, resolve_device
-from .runner import Measurement, progress_bar, run_phases
-from .simulation import single_run
-from .storage import atomic_dir, check_output_dir, json_safe, toml_text
-from .threads import limited as limited_threads
-from .threads import per_worker
+from .. import eventlog, params, resources
+from ..checkpoint import FILE as CHECKPOINT_FILE
+from ..checkpoint import Checkpoint, Keeper, config_hash
+from ..config import RunConfig, to_dict
+from ..data import Split
+from ..datasets import get as get_dataset
+from ..engine import EngineState
+from ..eventlog import chain
+from ..model import Architecture
+from ..errors import UserInputError
+from ..problem import Problem, final_cross_scores, prepare, resolve_device
+from ..runner import Measurement, progress_bar, run_phases
+from ..simulation import single_run
+from ..storage import atomic_dir, check_output_dir, json_safe, toml_text
+from ..threads import limited as limited_threads
+from ..threads import per_worker
 
 
 def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None,
@@ -130,7 +132,7 @@ def save_run(out: str | Path, cfg: RunConfig, summary: dict, meas: Measurement,
 
 def load_run(out: str | Path) -> tuple[dict, "pd.DataFrame", dict]:
     """(summary, time series, config) of a `run --out` directory; one line if any is damaged."""
-    from .storage import read_json, read_parquet, read_toml
+    from ..storage import read_json, read_parquet, read_toml
 
     out = Path(out)
     summary = read_json(out / "summary.json", "run summary")
@@ -191,7 +193,7 @@ def _train(cfg: RunConfig, problem: Problem, resume: Checkpoint | None, init: pa
            log) -> tuple[torch.Tensor, Measurement, dict]:
     """Final parameters [1, N, P], the series and the backend's extra summary fields."""
     if cfg.backend == "ray":
-        from .ray_backend import run_ray
+        from ..ray_backend import run_ray
 
         return run_ray(cfg, problem, resume=resume, after_block=log)
     theta, meas = run_local(cfg, problem, resume, init, log)
@@ -207,11 +209,51 @@ def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):
     """The TensorBoard event log of --log-tensorboard (None without it)."""
     if not cfg.log_tensorboard:
         return None
-    from .eventlog import TensorBoardLog
+    from ..eventlog import TensorBoardLog
 
     return TensorBoardLog(cfg.log_tensorboard, start_step, resume and resume.meas,
                           resume.step if resume is not None else 0)
 
-from .entry import make_callable  # noqa: E402
 
-make_callable(__name__, "run")  # `decentral.run(...)` is decentral.api.run
+# --- the command ----------------------------------------------------------------------------
+
+RUN_COMMAND_KEYS = ("config", "json", "handler", "command", "resume")  # not config keys
+
+
+def main(args) -> int:
+    """`decentral run`: flags (argparse namespace) to a RunConfig, trained, summary printed."""
+    from .common import config_from_args, print_json
+
+    if args.resume:
+        summary = _resume(args)
+    else:
+        summary = execute(config_from_args(RunConfig, args, skip=RUN_COMMAND_KEYS))
+    if args.json:
+        print_json(json_safe(summary))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _resume(args) -> dict:
+    """Continue the run in args.resume: its stored config, refused if a flag changes it."""
+    from .. import checkpoint
+    from ..config import read_config_file
+
+    if getattr(args, "out", args.resume) != args.resume:
+        raise UserInputError("--resume DIR continues the run in DIR: leave out --out")
+    ckpt = checkpoint.load(args.resume)
+    given = read_config_file(args.config) if args.config else {}
+    given.update({k: v for k, v in vars(args).items() if k not in RUN_COMMAND_KEYS})
+    return execute(checkpoint.resumed_config(args.resume, ckpt.config, given), resume=ckpt)
+
+
+def _print_summary(s: dict) -> None:
+    print(f"{s['backend']} run: N={s['units']} D={s['depth']} sigma={s['sigma']:g} "
+          f"(sigma/N={s['sigma_over_n']:g}) seed={s['seed']}")
+    print(f"  <A> = {s['accuracy']:.4f}   <L> = {s['loss']:.4f}   <m> = {s['magnetization']:.3e}"
+          f"   consensus = {s['consensus_distance']:.3e}")
+    if s["backend"] == "ray":
+        print(f"  Ray: {s['actors']} actors x {s['units_per_actor']} units, {s['actor_cpus']:g} CPU each "
+              f"({s['actor_layout']}), {s['nodes']} node(s), {s['restarts']} restarts")
+    print(f"  {s['steps_per_second']:.0f} coupled steps/s, {s['message']}")
