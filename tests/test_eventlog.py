@@ -87,7 +87,7 @@ def _sweep(tmp_path, data, **kw):
     values = dict(sigma=[0.5, 20], depth=[1], units=4, transient=20, steps=40, eval_every=20,
                   test_samples=200, protocol="both", out=str(tmp_path / "sweep"),
                   log_tensorboard=str(tmp_path / "tb"), quiet=True, threads=1)
-    return decentral.sweep(**{**values, **kw}, data=data)
+    return decentral.api.sweep(**{**values, **kw}, data=data)
 
 
 def test_a_sweep_logs_every_point_as_its_own_run(synthetic_data, tmp_path):
