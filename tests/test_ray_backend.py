@@ -84,8 +84,10 @@ def test_ray_equals_local_engine_mean_field(reference):
         for name in ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance"):
             assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-9), name
     assert extra["nodes"] == 1 and extra["actors"] == N and extra["restarts"] == 0
-    assert extra["messages"] == 30 * N * (N - 1)  # one message per source edge per step
+    assert extra["data_plane"] == "collective"  # synchronous: gloo, one all-reduce per step
+    assert extra["messages"] == 30 * N * 2  # recursive doubling over 4 ranks: 2 sends per rank
     assert extra["bytes"] == extra["messages"] * Architecture(1, 20).n_params * 4
+    assert extra["comm_seconds"] > 0
 
 
 def test_ray_equals_local_engine_on_a_directed_graph_with_blocks(ray_session, synthetic_data):

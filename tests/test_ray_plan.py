@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from decentral import topology
@@ -32,7 +33,7 @@ def test_blocks_read_exactly_the_neighbours_of_their_units():
     assert blocks[0].sources == (1, 2) and blocks[0].readers == (1, 2)
     b = blocks[1]  # readers need Q[1, (2, 3)] = [1, 0] and Q[4, (2, 3)] = [0, 1]: k = 2, raw
     assert b.raw and b.source_rows == (2, 2)
-    np.testing.assert_array_equal(b.q_rows, ring(6)[np.ix_(b.units, (2, 3, 0, 1, 4, 5))])
+    np.testing.assert_array_equal(b.q_rows.toarray(), ring(6)[np.ix_(b.units, (2, 3, 0, 1, 4, 5))])
 
 
 def two_communities() -> np.ndarray:
@@ -60,31 +61,37 @@ GRAPHS = {"mean_field": topology.mean_field(10), "ring": ring(9), "communities":
 @pytest.mark.parametrize("upa", [1, 2, 3, 4, 5])
 def test_compressed_sources_reproduce_every_coupling_sum_exactly(name, upa):
     q = GRAPHS[name]
-    blocks = plan.make_blocks(q, upa)  # uneven blocks whenever upa does not divide N
+    as_given = [q, sp.csr_array(q)] + ([topology.Coupling.complete(10)] if name == "mean_field" else [])
+    for given in as_given:  # numpy, scipy.sparse, or the complete graph planned without a matrix
+        check_blocks(q, plan.make_blocks(given, upa))  # uneven blocks whenever upa does not divide N
+
+
+def check_blocks(q: np.ndarray, blocks):
     for a in blocks:
-        assert a.q_rows.shape == (len(a.units), len(a.units) + sum(a.source_rows))
+        q_rows = a.q_rows.toarray()
+        assert q_rows.shape == (len(a.units), len(a.units) + sum(a.source_rows))
         np.testing.assert_array_equal(a.degree, q[list(a.units)].sum(axis=1))
-        np.testing.assert_array_equal(a.q_rows[:, :len(a.units)], q[np.ix_(a.units, a.units)])
+        np.testing.assert_array_equal(q_rows[:, :len(a.units)], q[np.ix_(a.units, a.units)])
         start = len(a.units)
         for b, k in zip(a.sources, a.source_rows, strict=True):
             src = blocks[b]
-            assert k == len(src.send_rows) and k <= len(src.units)
-            cols = a.q_rows[:, start:start + k]  # [n_A, k]
+            assert k == src.send_rows.shape[0] and k <= len(src.units)
+            cols = q_rows[:, start:start + k]  # [n_A, k]
             start += k
-            np.testing.assert_array_equal(cols @ src.send_rows, q[np.ix_(a.units, src.units)])
+            np.testing.assert_array_equal(cols @ src.send_rows.toarray(), q[np.ix_(a.units, src.units)])
             if not src.raw:
                 assert set(np.unique(cols)) <= {0.0, 1.0} and (cols.sum(axis=1) <= 1).all()
-        assert a.raw == (len(a.send_rows) == len(a.units))  # compressed: k < n
+        assert a.raw == (a.send_rows.shape[0] == len(a.units))  # compressed: k < n
         if a.raw:
-            np.testing.assert_array_equal(a.send_rows, np.eye(len(a.units)))
+            np.testing.assert_array_equal(a.send_rows.toarray(), np.eye(len(a.units)))
 
 
 def test_mean_field_blocks_send_their_sum():
     blocks = plan.make_blocks(topology.mean_field(10), 5)
     for b in blocks:
         assert not b.raw and b.source_rows == (1,)
-        np.testing.assert_array_equal(b.send_rows, np.ones((1, 5)))
-        np.testing.assert_array_equal(b.q_rows[:, 5:], np.ones((5, 1)))
+        np.testing.assert_array_equal(b.send_rows.toarray(), np.ones((1, 5)))
+        np.testing.assert_array_equal(b.q_rows.toarray()[:, 5:], np.ones((5, 1)))
     assert plan.rows_per_coupling(blocks) == 2
     assert all(b.raw for b in plan.make_blocks(topology.mean_field(10), 1))  # one unit: unchanged
     assert plan.rows_per_coupling(plan.make_blocks(topology.mean_field(10), 1)) == 90
@@ -98,10 +105,10 @@ def test_mean_field_payload_is_a_fifth_of_the_block_and_gives_the_same_step():
     grad = torch.randn_like(theta)
     hyper = BlockHyper(lr=0.1, weight_decay=1e-3, batch_size=8, sigma=30.0, n_units=10,
                        gossip_period=1, staleness=0, seed=0, init="pytorch")
-    sent = [payload(theta[list(b.units)], torch.from_numpy(b.send_rows)) for b in blocks]  # [1, P]
+    sent = [payload(theta[list(b.units)], torch.from_numpy(b.send_rows.toarray())) for b in blocks]  # [1, P]
     assert sent[0].numpy().nbytes * 5 == theta[:5].numpy().nbytes
     mine, other = blocks[0], sent[1]
-    new = coupled_step(theta[:5], grad[:5], torch.from_numpy(mine.q_rows), torch.cat([theta[:5], other]),
+    new = coupled_step(theta[:5], grad[:5], torch.from_numpy(mine.q_rows.toarray()), torch.cat([theta[:5], other]),
                        torch.from_numpy(mine.degree).unsqueeze(1), hyper)
     want = euler_step(theta, grad, torch.from_numpy(q), theta, lr=0.1, sigma=30.0, n_units=10,
                       weight_decay=1e-3)[:5]
@@ -207,3 +214,42 @@ def test_local_layout_fits_the_machine_and_keeps_explicit_values():
     assert fit(10, 2, 1, 1.0) == (1, 1.0, "as given")  # may not fit: the capacity error says so
     assert fit(10, None, None, None) == (1, 1.0, "cluster default")
     assert fit(10, None, 2, None) == (2, 1.0, "cluster default")
+
+
+@pytest.mark.parametrize("kernels", ["fused", "torch"])
+@pytest.mark.parametrize("graph, upa", [("mean_field", 4), ("mean_field", 1), ("ring", 4), ("communities", 3)])
+def test_block_steppers_with_their_cross_terms_equal_the_local_engine(synthetic_data, monkeypatch, kernels,
+                                                                      graph, upa):
+    """What each actor computes, without Ray: every block steps with `BlockStepper` and adds the
+    cross-block sum its data plane delivers (all-reduce minus own sum, or cross @ payloads)."""
+    from decentral.config import Hyper
+    from decentral.engine import init_state, make_stepper, sigma_tensor
+    from decentral.ray_backend.stepper import BlockStepper
+    from decentral import backends
+
+    monkeypatch.setenv(backends.KERNELS_ENV, kernels)
+    q = GRAPHS[graph]
+    n, arch, hyper = len(q), Architecture(1, 20), Hyper()
+    train, test = synthetic_data
+    shards = make_shards(train, [np.flatnonzero(train.y.numpy() % n == u) for u in range(n)])
+    coupling = topology.Coupling.complete(n) if graph == "mean_field" else topology.Coupling.from_matrix(q)
+    block_hyper = BlockHyper(hyper.lr, hyper.weight_decay, hyper.batch_size, 30.0, n, 1, 0, 3, "pytorch")
+    blocks = plan.make_blocks(coupling, upa)
+    backend = backends.select("cpu")
+    steppers = [BlockStepper(arch, block_hyper, b, InlineSource(shards, test).load(b.units), backend) for b in blocks]
+    state = init_state(arch, [3], n)
+    engine = make_stepper(arch, shards, coupling, sigma_tensor(30.0, 1, "cpu"), [3], hyper)
+    theta = state.theta[0].clone()  # [N, P]
+    for t in range(5):
+        cross = []
+        for b in blocks:
+            mine = theta[list(b.units)]
+            if b.mean_field:
+                cross.append(theta.sum(0, keepdim=True) - mine.sum(0, keepdim=True))  # [1, P]
+            else:
+                sent = [torch.from_numpy(blocks[s].send_rows.toarray()).float() @ theta[list(blocks[s].units)]
+                        for s in b.sources]
+                cross.append(torch.from_numpy(b.cross.toarray()).float() @ torch.cat(sent) if sent else None)
+        theta = torch.cat([s.step(theta[list(b.units)].clone(), t, True, x) for s, b, x in zip(steppers, blocks, cross)])
+        state = engine.step(state)
+    torch.testing.assert_close(theta, state.theta[0], atol=1e-5, rtol=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model import Architecture, UnitBatches, init_params
+from ..model import Architecture, init_params
 from ..observables import test_metrics
 from ..streams import BatchIndexer, init_generator
 from ..update import euler_step
@@ -47,14 +47,6 @@ def make_indexer(hyper: BlockHyper, units, data: BlockData) -> BatchIndexer:
                         scheme=hyper.batches)
 
 
-def local_gradient(arch, theta, data: BlockData, indexer: BatchIndexer, step: int, backend) -> torch.Tensor:
-    """Gradient [n, P] of each unit's loss on its batch of step `step` (backend: `decentral.backends`)."""
-    idx = indexer.indices(step)  # [n, B]
-    y = data.train.y.index_select(0, idx.reshape(-1)).view(idx.shape)  # [n, B]
-    _, grad = backend.loss_and_grad(arch, theta, UnitBatches(data.train.x, idx), y)
-    return grad
-
-
 def payload(theta: torch.Tensor, send_rows: torch.Tensor | None) -> torch.Tensor:
     """What the block publishes at a coupling step: R @ theta [k, P] with R = send_rows [k, n],
     or theta [n, P] itself when send_rows is None (raw; see `plan`)."""
@@ -67,13 +59,6 @@ def coupled_step(theta, grad, q_rows, sources, degree, hyper: BlockHyper) -> tor
     return euler_step(theta, grad, q_rows, sources, lr=hyper.lr,
                       sigma=coupling_sigma(hyper.sigma, hyper.gossip_period),
                       n_units=hyper.n_units, weight_decay=hyper.weight_decay, degree=degree)
-
-
-def local_step(theta, grad, hyper: BlockHyper) -> torch.Tensor:
-    """A step between couplings (tau > 1) or at sigma = 0: Eq. 2 with the coupling off."""
-    zero = torch.zeros(theta.shape[0], theta.shape[0], dtype=theta.dtype)  # [n, n]
-    return euler_step(theta, grad, zero, theta, lr=hyper.lr, sigma=0.0,
-                      n_units=hyper.n_units, weight_decay=hyper.weight_decay)
 
 
 def block_stats(arch, theta, test) -> dict:

@@ -164,10 +164,10 @@ def wait_ready(ray, handles: dict, timeout: float) -> dict:
     try:
         return {a: ray.get(r) for a, r in refs.items()}
     except ray.exceptions.RayError as err:
-        raise ClusterError(f"a unit actor failed to start: {_root_cause(err)}") from None
+        raise ClusterError(f"a unit actor failed to start: {root_cause(err)}") from None
 
 
-def _root_cause(err: Exception) -> str:
+def root_cause(err: Exception) -> str:
     """The innermost error line of a Ray error (e.g. a UserInputError raised in __init__)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     for ln in reversed(lines):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 
 import numpy as np
 import torch
@@ -21,12 +22,14 @@ from ..runner import progress_bar, run_phases
 from . import cluster
 from .actor import UnitActor
 from .block import BlockHyper, combine_stats
-from .plan import choose_layout, make_blocks, messages_per_coupling
+from .plan import (COLLECTIVE, PLANE_ENV, choose_layout, choose_plane, make_blocks,
+                   messages_per_coupling)
 from .sources import mnist_source
 
 READY_TIMEOUT_S = 300.0  # placing and loading all actors at start (MNIST load included)
 RESTART_TIMEOUT_S = 120.0  # placing and loading a replacement actor
 MAX_RESTARTS = 10  # per run; beyond this the run stops with an error
+JOIN_TIMEOUT_S = 120.0  # every actor joining the gloo process group
 
 
 class ActorsLost(Exception):
@@ -46,6 +49,8 @@ class Fleet:
     def __init__(self, ray, cfg, arch, blocks, source, on_advance=None):
         self.ray, self.cfg, self.arch, self.blocks, self.source = ray, cfg, arch, blocks, source
         self.hyper = hyper_of(cfg)
+        self.plane = choose_plane(cfg.staleness, os.environ.get(PLANE_ENV))
+        self.rebuilds = 0  # collective failures without a death (a gloo timeout)
         self.remote = ray.remote(UnitActor)
         self.handles: dict = {}
         self.nodes: dict = {}  # actor index -> Ray node id of its latest host
@@ -62,7 +67,7 @@ class Fleet:
         opts = cluster.actor_options(self.cfg.actor_cpus, spread)
         threads = max(1, int(self.cfg.actor_cpus))
         new = {a: self.remote.options(**opts).remote(self.arch, self.hyper, self.blocks[a], self.source,
-                                                     self.cfg.checkpoint_every, threads)
+                                                     self.cfg.checkpoint_every, threads, self.plane)
                for a in indices}
         try:
             info = cluster.wait_ready(self.ray, new, timeout)
@@ -78,6 +83,20 @@ class Fleet:
 
     def start(self) -> None:
         self._spawn(range(len(self.blocks)), spread=True, timeout=READY_TIMEOUT_S)
+        self._connect()
+
+    def _connect(self) -> None:
+        """(Re)build the gloo process group: rank 0 opens the store, every rank joins."""
+        if self.plane != COLLECTIVE:
+            return
+        world = len(self.blocks)
+        address = self.ray.get(self.handles[0].open_rendezvous.remote(world))
+        refs = [h.join.remote(address, world) for h in self.handles.values()]
+        try:
+            self.ray.get(refs, timeout=JOIN_TIMEOUT_S)
+        except (self.ray.exceptions.RayError, TimeoutError) as err:
+            raise cluster.ClusterError(f"the unit actors could not form their gloo process group at "
+                                       f"{address[0]}:{address[1]}: {cluster.root_cause(err)}") from None
 
     def resume_from(self, step: int, theta: torch.Tensor) -> None:
         """Every actor restored to `step` with its rows of theta [1, N, P] (a driver checkpoint)."""
@@ -143,10 +162,12 @@ class Fleet:
             del pending[a]
             try:
                 results[a] = ray.get(done[0])
+                failed = isinstance(results[a], dict) and results[a].get("aborted")
             except ray.exceptions.RayActorError:
-                if not dead:
-                    aborts = [self.handles[b].abort.remote() for b in pending]
                 dead.append(a)
+                failed = True
+            if failed and not aborts:  # a death or a broken exchange: stop the others' waits
+                aborts = [self.handles[b].abort.remote() for b in pending]
         for ref in aborts:  # make sure every abort ran before any restore
             try:
                 ray.get(ref)
@@ -167,8 +188,10 @@ class Fleet:
     def _recover(self, dead: list[int]) -> None:
         """Replace dead actors, roll everyone back to the last common checkpoint."""
         self.restarts += len(dead)
-        if self.restarts > MAX_RESTARTS:
-            raise cluster.ClusterError(f"unit actors kept dying ({self.restarts} restarts); giving up")
+        self.rebuilds += not dead
+        if self.restarts > MAX_RESTARTS or self.rebuilds > MAX_RESTARTS:
+            raise cluster.ClusterError(f"unit actors kept dying or their exchanges kept failing "
+                                       f"({self.restarts} restarts, {self.rebuilds} rebuilds); giving up")
         for a in dead:
             self._retire(a)
         self._spawn(dead, spread=False, timeout=RESTART_TIMEOUT_S)
@@ -177,6 +200,7 @@ class Fleet:
         refs = [h.restore.remote(self.ckpt[a], self.epoch) for a, h in self.handles.items()]
         self.ray.get(refs)
         self.step = self.ckpt_step
+        self._connect()
 
     def _retire(self, a: int) -> None:
         self.handles.pop(a, None)
@@ -194,7 +218,7 @@ class Fleet:
 
     def traffic(self) -> dict:
         counts = self.ray.get([h.traffic_counts.remote() for h in self.handles.values()])
-        return {k: sum(c[k] for c in counts) for k in ("messages", "bytes", "snapshots")}
+        return {k: sum(c[k] for c in counts) for k in ("messages", "bytes", "snapshots", "comm_seconds")}
 
 
 def fit_layout(ray, cfg):
@@ -214,7 +238,7 @@ def run_ray(cfg, problem, source=None, on_advance=None, resume=None, after_block
     source = source if source is not None else mnist_source(cfg)
     with cluster.connected(cfg.address) as ray:
         given, (cfg, layout_reason) = cfg, fit_layout(ray, cfg)
-        blocks = make_blocks(problem.coupling.dense(), cfg.units_per_actor)
+        blocks = make_blocks(problem.coupling, cfg.units_per_actor)  # sparse: no N x N
         cluster.check_capacity(ray, len(blocks), cfg.actor_cpus)
         fleet = Fleet(ray, cfg, problem.arch, blocks, source, on_advance)
         try:
@@ -252,5 +276,6 @@ def summary_fields(cfg, fleet: Fleet, blocks) -> dict:
         "synchronous": cfg.staleness == 0, "checkpoint_every": cfg.checkpoint_every,
         "restarts": fleet.restarts, "messages": traffic["messages"], "bytes": traffic["bytes"],
         "snapshots": traffic["snapshots"], "messages_per_coupling": messages_per_coupling(blocks),
-        "address": cfg.address or "local",
+        "address": cfg.address or "local", "data_plane": fleet.plane,
+        "comm_seconds": traffic["comm_seconds"],  # summed over actors, waiting included
     }

@@ -75,6 +75,13 @@ class Inbox:
         self.aborted = True
         self._event().set()
 
+    async def wait_aborted(self) -> None:
+        """Return once `abort` has been called (the collective plane's wait for the driver)."""
+        while not self.aborted:
+            event = self._event()
+            event.clear()
+            await event.wait()
+
     def pick(self, step: int, staleness: int) -> list | None:
         """The newest acceptable ref of each source, or None while one is missing."""
         chosen = []

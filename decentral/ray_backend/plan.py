@@ -22,23 +22,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
 class Block:
-    """One actor's share of the system. n: units hosted; k_B: rows source B sends."""
+    """One actor's share of the system. n: units hosted; k_B: rows source B sends. Every matrix
+    is a scipy.sparse CSR array: nothing N x N is ever built (mean field stores no Q at all)."""
 
     index: int  # actor index a
     units: tuple[int, ...]  # [n] units hosted by this actor, in stacking order
     sources: tuple[int, ...]  # actors whose payloads this actor reads (never itself), stacking order
     readers: tuple[int, ...]  # actors that read this actor's payload (never itself)
-    send_rows: np.ndarray  # R [k, n] float64: the payload is R @ theta [k, P]; identity when raw
+    send_rows: sp.csr_array  # R [k, n]: the payload is R @ theta [k, P]; identity when raw
     raw: bool  # k >= n: the payload is theta [n, P] itself (R is the identity, no product)
     source_rows: tuple[int, ...]  # k_B of each source's payload, in `sources` order
-    q_rows: np.ndarray  # [n, n + sum k_B] float64: [Q[A, A] | C_AB1 | C_AB2 ...] with
-    #                     C_AB @ R_B == Q[A, B] (L_AB, or Q[A, B] when B is raw); it multiplies
-    #                     the stack [theta; payload_B1; payload_B2 ...] [n + sum k_B, P]
+    mean_field: bool  # Q is the complete graph: Q[A, A] = 11^T - I, every payload a block sum
+    local: sp.csr_array | None  # Q[A, A] [n, n]; None under mean field
+    cross: sp.csr_array  # [n, sum k_B]: [C_AB1 | C_AB2 ...] with C_AB @ R_B == Q[A, B]
+    #                      (L_AB, or Q[A, B] when B is raw); it multiplies the stacked payloads
     degree: np.ndarray  # [n] float64: sum_j q_ij over the full row of Q (Eq. 2's row sums)
+
+    @property
+    def q_rows(self) -> sp.csr_array:
+        """[n, n + sum k_B]: [Q[A, A] | cross], the block's rows against [theta; payloads]
+        (builds the n x n mean-field block: tests and the PyTorch fallback only)."""
+        n = len(self.units)
+        local = sp.csr_array(np.ones((n, n)) - np.eye(n)) if self.mean_field else self.local
+        return sp.csr_array(sp.hstack([local, self.cross]))
 
 
 @dataclass(frozen=True)
@@ -79,56 +90,112 @@ def split_units(n_units: int, units_per_actor: int) -> list[tuple[int, ...]]:
             for s in range(0, n_units, units_per_actor)]
 
 
-def source_actors(q: np.ndarray, groups: list[tuple[int, ...]]) -> list[list[int]]:
+def _owners(groups: list[tuple[int, ...]], n_units: int) -> np.ndarray:
+    owner = np.empty(n_units, dtype=np.int64)  # [N] actor of each unit
+    for a, group in enumerate(groups):
+        owner[list(group)] = a
+    return owner
+
+
+def source_actors(q: sp.csr_array, groups: list[tuple[int, ...]]) -> list[list[int]]:
     """For each actor, the sorted other actors hosting an in-neighbour of one of its units."""
-    owner = {u: a for a, group in enumerate(groups) for u in group}
-    return [sorted({owner[int(j)] for i in group for j in np.flatnonzero(q[i])} - {a})
-            for a, group in enumerate(groups)]
+    owner = _owners(groups, q.shape[0])
+    return [sorted(set(owner[q[list(group)].indices].tolist()) - {a}) for a, group in enumerate(groups)]
 
 
-def distinct_rows(rows: np.ndarray) -> np.ndarray:
-    """The distinct nonzero rows of rows [m, n], in order of first appearance: [k, n]."""
-    kept: list[np.ndarray] = []
-    for row in rows:
-        if row.any() and not any(np.array_equal(row, d) for d in kept):
-            kept.append(row)
-    return np.array(kept, dtype=np.float64).reshape(len(kept), rows.shape[1])
+def _row_key(rows: sp.csr_array, i: int) -> tuple:
+    """Row i of a CSR array as a hashable (columns, values) pair; () for an empty row."""
+    cut = slice(rows.indptr[i], rows.indptr[i + 1])
+    return tuple(zip(rows.indices[cut].tolist(), rows.data[cut].tolist()))
 
 
-def send_rows(q: np.ndarray, group: tuple[int, ...], reader_units: list[int]) -> tuple[np.ndarray, bool]:
-    """(R [k, n], raw) of the block `group` read by `reader_units`: see the module docstring."""
-    rows = distinct_rows(q[np.ix_(reader_units, group)])  # [k, n]
-    if len(rows) >= len(group):
-        return np.eye(len(group)), True
-    return rows, False
+def distinct_rows(rows: sp.csr_array) -> dict[tuple, int]:
+    """{row key: k} of the distinct nonzero rows of rows [m, n], in order of first appearance."""
+    kept: dict[tuple, int] = {}
+    for i in range(rows.shape[0]):
+        key = _row_key(rows, i)
+        if key and key not in kept:
+            kept[key] = len(kept)
+    return kept
 
 
-def selection(q_ab: np.ndarray, rows: np.ndarray, raw: bool) -> np.ndarray:
+def _rows_matrix(kept: dict[tuple, int], n: int) -> sp.csr_array:
+    """R [k, n] from distinct row keys."""
+    entries = [(k, col, val) for key, k in kept.items() for col, val in key]
+    k_idx, cols, vals = zip(*entries) if entries else ((), (), ())
+    return sp.csr_array((np.array(vals, dtype=np.float64), (np.array(k_idx, dtype=np.int64),
+                         np.array(cols, dtype=np.int64))), shape=(len(kept), n))
+
+
+def send_rows(q: sp.csr_array, group: tuple[int, ...], reader_units: list[int]):
+    """(R [k, n], raw, row keys or None) of the block `group` read by `reader_units`."""
+    kept = distinct_rows(sp.csr_array(q[reader_units][:, list(group)]))  # k distinct rows
+    if len(kept) >= len(group):
+        return sp.eye_array(len(group), format="csr"), True, None
+    return _rows_matrix(kept, len(group)), False, kept
+
+
+def selection(q_ab: sp.csr_array, raw: bool, kept: dict | None) -> sp.csr_array:
     """C_AB [n_A, k] with C_AB @ R_B == Q[A, B]: Q[A, B] when raw, else 0/1 row matches."""
     if raw:
         return q_ab
-    return (q_ab[:, None, :] == rows[None, :, :]).all(axis=2).astype(np.float64)  # [n_A, k]
+    picks = [(i, kept[key]) for i in range(q_ab.shape[0]) if (key := _row_key(q_ab, i))]
+    rows, cols = zip(*picks) if picks else ((), ())
+    return sp.csr_array((np.ones(len(rows)), (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64))),
+                        shape=(q_ab.shape[0], len(kept)))
 
 
-def make_blocks(q: np.ndarray, units_per_actor: int) -> list[Block]:
-    """The actors' blocks for coupling matrix q [N, N]."""
-    q = np.asarray(q, dtype=np.float64)
+def make_blocks(q, units_per_actor: int) -> list[Block]:
+    """The actors' blocks for Q: a topology.Coupling (the complete graph planned without any
+    matrix), or a matrix [N, N] (numpy or scipy.sparse, kept sparse)."""
+    kind = getattr(q, "kind", None)
+    if kind == "complete":
+        return mean_field_blocks(q.n_units, units_per_actor)
+    q = sp.csr_array(q.csr() if kind is not None else q, dtype=np.float64)
+    q.sort_indices()
     groups = split_units(q.shape[0], units_per_actor)
     reads = source_actors(q, groups)
     readers = [tuple(b for b in range(len(groups)) if a in reads[b]) for a in range(len(groups))]
-    sends = [send_rows(q, group, [u for b in readers[a] for u in groups[b]])
-             for a, group in enumerate(groups)]
+    sends = [send_rows(q, group, [u for b in readers[a] for u in groups[b]]) for a, group in enumerate(groups)]
+    degree = np.asarray(q.sum(axis=1)).ravel()  # [N]
     blocks = []
     for a, group in enumerate(groups):
-        rows, raw = sends[a]
-        parts = [q[np.ix_(group, group)]]  # [n, n]
-        parts += [selection(q[np.ix_(group, groups[b])], *sends[b]) for b in reads[a]]  # [n, k_B]
-        blocks.append(Block(index=a, units=group, sources=tuple(reads[a]), readers=readers[a],
-                            send_rows=rows, raw=raw,
-                            source_rows=tuple(len(sends[b][0]) for b in reads[a]),
-                            q_rows=np.concatenate(parts, axis=1),  # [n, n + sum k_B]
-                            degree=q[list(group)].sum(axis=1)))  # [n]
+        rows = sp.csr_array(q[list(group)])  # [n, N]
+        parts = [selection(sp.csr_array(rows[:, list(groups[b])]), *sends[b][1:]) for b in reads[a]]
+        cross = sp.csr_array(sp.hstack(parts)) if parts else sp.csr_array((len(group), 0))
+        blocks.append(Block(a, group, tuple(reads[a]), readers[a], sends[a][0], sends[a][1],
+                            tuple(sends[b][0].shape[0] for b in reads[a]), False,
+                            sp.csr_array(rows[:, list(group)]), cross, degree[list(group)]))
     return blocks
+
+
+def mean_field_blocks(n_units: int, units_per_actor: int) -> list[Block]:
+    """Blocks of the complete graph: every block reads every other one's sum (one row; theta
+    itself for a one-unit block), and no Q is stored."""
+    groups = split_units(n_units, units_per_actor)
+    blocks = []
+    for a, group in enumerate(groups):
+        others = tuple(b for b in range(len(groups)) if b != a)
+        n = len(group)
+        blocks.append(Block(a, group, others, others, sp.csr_array(np.ones((1, n))), n == 1,
+                            tuple(1 for _ in others), True, None,
+                            sp.csr_array(np.ones((n, len(others)))), np.full(n, n_units - 1.0)))
+    return blocks
+
+
+COLLECTIVE, CALLS = "collective", "calls"  # the data planes (docs/ray.md, "Data planes")
+PLANE_ENV = "DECENTRAL_RAY_PLANE"  # force one: "collective" or "calls" (benchmarks, tests)
+
+
+def choose_plane(staleness: int, forced: str | None = None) -> str:
+    """The gloo collective for synchronous runs (any tau), Ray actor calls for bounded
+    staleness (an actor then steps with whatever snapshots it has, which a collective cannot
+    express); `forced` (from $DECENTRAL_RAY_PLANE) overrides, except that staleness needs calls."""
+    if staleness > 0:
+        return CALLS
+    if forced in (COLLECTIVE, CALLS):
+        return forced
+    return COLLECTIVE
 
 
 def is_coupling_step(step: int, gossip_period: int) -> bool:
@@ -153,4 +220,4 @@ def messages_per_coupling(blocks: list[Block]) -> int:
 
 def rows_per_coupling(blocks: list[Block]) -> int:
     """Payload rows (each P floats) sent per coupling step, over all messages."""
-    return sum(len(b.send_rows) * len(b.readers) for b in blocks)
+    return sum(b.send_rows.shape[0] * len(b.readers) for b in blocks)
