@@ -112,9 +112,18 @@ class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a data batch never holds")
+        if (module, name) == ("_codecs", "encode"):  # bytes pickled by Python 3 at protocol 2
+            return _latin1_bytes
         if module == "numpy.core.multiarray":  # files pickled by numpy 1 (numpy 2 renamed the module)
             module = np.ndarray.__reduce__(np.zeros(0))[0].__module__
         return super().find_class(module, name)
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles of bytes call it: latin1 only, no other codec."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"it encodes bytes as {encoding[:20]!r}, not latin1")
+    return text.encode("latin1")
 
 
 def load_pickle(spec: Dataset, path: Path) -> dict:

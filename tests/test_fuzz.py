@@ -18,7 +18,7 @@ from tests.contract import run_cli
 REPO = Path(__file__).resolve().parents[1]
 PER_CASE_S = 30.0  # no single mutated input may take longer than this
 # seconds of mutations per file (at least one always runs): the whole module stays ~20 s
-BUDGET_S = {"config": 2.0, "graph": 0.6, "idx": 2.0, "sweep": 1.0}
+BUDGET_S = {"config": 2.0, "graph": 0.6, "idx": 2.0, "sweep": 1.0, "cifar": 1.5}
 
 
 def mutations(data: bytes, rng: random.Random, count: int):
@@ -118,6 +118,33 @@ def test_fuzzed_idx_files(mnist_root, tmp_path):
             _load_mnist_cached.cache_clear()
             assert _load_code(tmp_path / name) in (0, 2)
             ran += 1
+
+
+def test_fuzzed_cifar_batches(tmp_path):
+    """CIFAR-10's pickled test batch and batches.meta, fuzzed in the pickle's opcodes (the
+    batch's first and last 1 KB: keys, labels, array header; the filenames list), the pixels
+    between kept: every variant loads or is one line (UserInputError), never another error."""
+    from decentral.data import _load_cached, load_split
+    from tests.datagen import make_cifar10
+
+    folder = make_cifar10(tmp_path, n_train=20, n_test=10) / "cifar-10-batches-py"
+    for seed, name in enumerate(("test_batch", "batches.meta")):
+        original = (folder / name).read_bytes()
+        cut = min(1024, len(original) // 2)
+        head, middle, end = original[:cut], original[cut:-cut], original[-cut:]
+        rng, ran, start = random.Random(seed), 0, time.monotonic()
+        for i, variant in enumerate(mutations(head + end, rng, 40)):
+            if ran and time.monotonic() - start > BUDGET_S["cifar"]:
+                break
+            damaged = variant[:cut] + middle + variant[cut:] if i % 2 else variant
+            (folder / name).write_bytes(damaged)
+            _load_cached.cache_clear()
+            try:
+                load_split("cifar10", tmp_path, train=False)
+            except UserInputError:
+                pass
+            ran += 1
+        (folder / name).write_bytes(original)
 
 
 @pytest.fixture(scope="module")

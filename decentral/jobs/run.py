@@ -250,7 +250,7 @@ def _resume(args) -> dict:
 
 def _print_summary(s: dict) -> None:
     print(f"{s['backend']} run: N={s['units']} D={s['depth']} sigma={s['sigma']:g} "
-          f"(sigma/N={s['sigma_over_n']:g}) seed={s['seed']}")
+          f"(sigma/N={s['sigma_over_n']:g}) seed={s['seed']}" + (f" on {s['dataset']}" if "dataset" in s else ""))
     print(f"  <A> = {s['accuracy']:.4f}   <L> = {s['loss']:.4f}   <m> = {s['magnetization']:.3e}"
           f"   consensus = {s['consensus_distance']:.3e}")
     if s["backend"] == "ray":
