@@ -271,8 +271,8 @@ def test_ray_sweep_tasks_load_the_dataset_from_the_data_root(tmp_path):
     root = make_dataset("cifar10", tmp_path / "data", n_train=200, n_test=50)
     values = dict(dataset="cifar10", data_root=str(root), sigma=[0, 20], depth=[1], units=10, transient=20,
                   steps=20, eval_every=20, lr=0.05, max_batch=1, quiet=True, threads=1)
-    local = decentral.sweep(**values, out=str(tmp_path / "local")).sort_values("point_id")
-    remote = decentral.sweep(**values, out=str(tmp_path / "ray"), backend="ray").sort_values("point_id")
+    local = decentral.api.sweep(**values, out=str(tmp_path / "local")).sort_values("point_id")
+    remote = decentral.api.sweep(**values, out=str(tmp_path / "ray"), backend="ray").sort_values("point_id")
     assert remote.dataset.tolist() == ["cifar10", "cifar10"]
     for name in ("accuracy", "loss", "magnetization", "consensus_distance"):
         np.testing.assert_allclose(remote[name], local[name], rtol=1e-5, atol=1e-6, err_msg=name)
