@@ -24,7 +24,8 @@ import time
 
 import torch
 
-from decentral import backends, kernels
+from decentral.backends import kernels
+from decentral import backends
 from decentral.topology import Coupling, mean_field
 from decentral.data import load_mnist, partition, resolve_data_root
 from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from decentral import kernels, topology
+from decentral import topology
+from decentral.backends import kernels
 from decentral.config import RunConfig
 from decentral.data import load_mnist, resolve_data_root
 from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor

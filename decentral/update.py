@@ -6,7 +6,7 @@
 Fast forms, each tested against :func:`euler_step` (the reference): the dense linear map
 (:func:`step_operator`, :func:`apply_operator`), the mean-field form on the complete graph
 (:func:`mean_field_step`), and the sparse form on any graph (:func:`sparse_operator`,
-:func:`sparse_step`); the CPU kernels apply the latter two per unit (decentral.kernels).
+:func:`sparse_step`); the CPU kernels apply the latter two per unit (decentral.backends.kernels).
 
 Simultaneous explicit Euler, as the authors coded it: the gradient and the coupling both
 act on theta(t); weight decay is L2 inside the local gradient only, the coupling is not

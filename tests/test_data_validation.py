@@ -55,7 +55,7 @@ def test_damaged_mnist_files_are_one_line(mnist_root, tmp_path, capsys, name, ed
 def test_kernel_refuses_labels_it_would_index_past():
     import torch
 
-    from decentral import kernels
+    from decentral.backends import kernels
 
     if kernels.numba is None:
         pytest.skip("numba not installed")
@@ -65,7 +65,7 @@ def test_kernel_refuses_labels_it_would_index_past():
 
 BOUNDSCHECKED = textwrap.dedent("""
     import numpy as np
-    from decentral import kernels
+    from decentral.backends import kernels
     assert kernels.BOUNDSCHECK
     z, d = np.zeros((10, 2), np.float32), np.zeros((10, 2), np.float32)
     print("ok", kernels._softmax_delta(z, np.array([3, 4]), d) > 0, flush=True)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from decentral import backends, kernels
+from decentral.backends import kernels
+from decentral import backends
 from decentral.config import RunConfig
 from decentral.errors import UserInputError
 from decentral.model import Architecture, UnitBatches, init_params

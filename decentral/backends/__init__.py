@@ -3,8 +3,8 @@
     torch.func  `functional.ModuleArch.loss_and_grad`: any nn.Module (`--model cnn`, the Python API)
     torch   `model.loss_and_grad`: batched PyTorch ops and the hand-written backward (any device,
             any dtype); the reference every other backend is tested against
-    numba   `kernels`: a unit's whole local gradient in one compiled CPU loop nest (float32 CPU),
-            followed by Eq. 2 in the same pass (`kernels.LocalGrad`)
+    numba   `backends/kernels.py`: a unit's whole local gradient in one compiled CPU loop nest
+            (float32 CPU), followed by Eq. 2 in the same pass (`kernels.LocalGrad`)
 
 `select(device, dtype, kernels)` takes the config's `kernels` field (`--kernels`):
 "torch" or "numba" force that backend (numba only for float32 CPU work where it imports);
@@ -22,9 +22,9 @@ import os
 import torch
 
 from . import kernels
-from .errors import UserInputError
-from .functional import FUNCTIONAL, FunctionalBackend
-from .model import Architecture, UnitBatches, layer_views, loss_and_grad
+from ..errors import UserInputError
+from ..functional import FUNCTIONAL, FunctionalBackend
+from ..model import Architecture, UnitBatches, layer_views, loss_and_grad
 
 KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" makes "auto" mean PyTorch; "fused" (or unset) allows numba
 CHOICES = ("fused", "torch")  # values of DECENTRAL_KERNELS
