@@ -16,7 +16,8 @@ cheap)::
 `decentral.run` and `decentral.load` are the same two functions, for short (`decentral.sweep`
 and `decentral.theory` are the packages of those subsystems); `decentral.RunConfig`,
 `decentral.SweepConfig`, `decentral.TheoryConfig` the typed configs; `decentral.UserInputError`
-bad input (a ValueError), never an exit.
+bad input (a ValueError), never an exit; `decentral.models.register(name, factory)` an
+nn.Module factory as a `--model` name.
 """
 
 import os as _os
@@ -31,7 +32,7 @@ from .errors import Interrupted, UserInputError  # noqa: E402
 __version__ = "0.1.0"
 
 # names of the API, each imported on first use from the module given
-_API = {"api": None, "run": "api", "load": "api", "RunResult": "api", "SweepResult": "api",
+_API = {"api": None, "models": None, "run": "api", "load": "api", "RunResult": "api", "SweepResult": "api",
         "run_config": "api", "sweep_config": "api", "RunConfig": "config",
         "SweepConfig": "sweep.config", "TheoryConfig": "theory"}
 __all__ = sorted(_API) + ["Interrupted", "UserInputError", "__version__"]

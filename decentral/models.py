@@ -24,13 +24,13 @@ _FACTORIES: dict[str, Factory] = {}  # name -> factory(input_shape, n_classes), 
 
 
 def small_cnn(input_shape: tuple, n_classes: int) -> torch.nn.Module:
-    """Two 5x5 convolutions of stride 2 (8 and 16 channels, ReLU each) and a linear head:
-    11,274 parameters on 1x28x28 images, 14,074 on 3x32x32 (strides instead of pooling: half
-    the arithmetic and a quarter of the activations of 3x3 convolutions with 2x2 max-pooling)."""
+    """Two 3x3 convolutions of stride 2 (8 and 16 channels, ReLU each) and a linear head:
+    9,098 parameters on 1x28x28 images, 11,642 on 3x32x32 (strides instead of pooling: a
+    quarter of the arithmetic and the activations of stride-1 convolutions with 2x2 pooling)."""
     channels, height, width = input_shape
     return torch.nn.Sequential(
-        torch.nn.Conv2d(channels, 8, 5, stride=2, padding=2), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 16, 5, stride=2, padding=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(channels, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
         torch.nn.Flatten(), torch.nn.Linear(16 * (-(-height // 4)) * (-(-width // 4)), n_classes))
 
 

@@ -77,7 +77,7 @@ def test_generic_init_draws_each_unit_from_its_own_stream():
     cnn = models.build("cnn", 1, 20, (1, 28, 28), 10)
     a = init_state(cnn, [4], 3).theta[0]  # [3, P]
     b = init_state(cnn, [4], 5).theta[0]
-    assert a.shape == (3, 11274) and torch.equal(a, b[:3])  # unit u's row depends on (seed, u) only
+    assert a.shape == (3, 9098) and torch.equal(a, b[:3])  # unit u's row depends on (seed, u) only
     assert not torch.equal(a[0], a[1])
     assert not torch.equal(a, init_state(cnn, [5], 3).theta[0])
 
@@ -125,6 +125,7 @@ def test_cnn_sweep_points_equal_their_single_runs(synthetic_data, tmp_path):
     tiny = dict(units=4, transient=10, steps=20, eval_every=10, test_samples=50, seed=3, model="cnn")
     table = decentral.api.sweep(tiny, sigma=[0.0, 40.0], depth=[1], out=str(tmp_path / "s"), quiet=True,
                             data=synthetic_data)
+    assert set(table.model) == {"cnn"}
     for sigma in (0.0, 40.0):
         alone = decentral.run(tiny, sigma=sigma, data=synthetic_data).summary
         row = table[table.sigma == sigma].iloc[0]
@@ -152,6 +153,7 @@ def test_bad_model_is_one_line_and_exit_2(capsys):
     assert "\n" not in err
 
 
+@pytest.mark.slow
 def test_coupling_raises_cnn_accuracy_on_class_private_mnist_shards(mnist_root):
     """Ten CNN units, unit k owning MNIST class k: alone each predicts its class (<A> = 0.1);
     coupled (Eq. 2, mean field) they learn together."""
@@ -170,7 +172,7 @@ def test_the_models_example_runs(mnist_root, tmp_path):
     done = subprocess.run([sys.executable, str(repo / "experiments" / "models_example.py"), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "cnn: 11274 parameters per unit" in done.stdout and "tiny_convnet: 90 parameters" in done.stdout
+    assert "cnn: 9098 parameters per unit" in done.stdout and "tiny_convnet: 90 parameters" in done.stdout
     assert (tmp_path / "cnn" / "params.safetensors").is_file() and (tmp_path / "sweep" / "results.parquet").is_file()
 
 
@@ -200,3 +202,31 @@ def test_ray_runs_a_cnn_as_the_local_engine_does(synthetic_data):
     local, local_meas = run_local(RunConfig(**{**cfg.__dict__, "backend": "local"}), problem)
     torch.testing.assert_close(theta, local, atol=1e-5, rtol=0)
     assert [r["step"] for r in meas.records] == [r["step"] for r in local_meas.records]
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10"])
+def test_coupling_raises_cnn_accuracy_on_generated_datasets(name, tmp_path):
+    """The CNN on a generated Fashion-MNIST-format (1x28x28) and CIFAR-10-format (3x32x32)
+    dataset, one class per unit: coupling lifts <A> far above the uncoupled 0.1."""
+    import decentral
+    from tests.datagen import make_dataset
+
+    root = make_dataset(name, tmp_path, n_train=200, n_test=100)
+    base = dict(model="cnn", dataset=name, data_root=str(root), units=10, transient=100, steps=50,
+                eval_every=50, lr=0.1, threads=1)
+    alone = decentral.run(base, sigma=0.0)
+    coupled = decentral.run(base, sigma=10.0)
+    shape = (1, 28, 28) if name == "fashion-mnist" else (3, 32, 32)
+    assert coupled.summary["n_params"] == models.build("cnn", 1, 20, shape, 10).n_params
+    assert coupled.summary["model"] == "cnn" and coupled.summary["input_shape"] == list(shape)
+    assert alone.summary["accuracy"] < 0.3 and coupled.summary["accuracy"] > alone.summary["accuracy"] + 0.5, \
+        (alone.summary["accuracy"], coupled.summary["accuracy"])
+
+
+def test_a_sweep_of_a_depthless_model_takes_one_depth(capsys):
+    from decentral.cli import main
+
+    assert main(["sweep", "--model", "cnn", "--sigma", "0,10", "--out", "never"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "decentral: error: sweep: --model cnn has no depth; give one --depth (e.g. --depth 1) " \
+                  "instead of the list 0,1,2"

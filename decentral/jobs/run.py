@@ -90,6 +90,8 @@ def run_summary(cfg: RunConfig, problem: Problem, theta: torch.Tensor, meas: Mea
         summary.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
     if cfg.dataset != "mnist":  # (likewise: MNIST summaries keep their keys)
         summary.update(dataset=cfg.dataset, input_shape=list(problem.input_shape))
+    if cfg.model != "mlp":  # (and MLP summaries keep their keys)
+        summary.update(model=cfg.model)
     if cfg.init_from:
         summary.update(init_from=cfg.init_from, start_step=start_step)
     summary.update({k: float(v[0]) for k, v in averages.items()})

@@ -98,6 +98,9 @@ class SweepConfig(SharedConfig):
             raise UserInputError("sweep: --log-tensorboard logs the points of a local sweep; with --backend "
                                  "ray they run in remote tasks (their results are in the sweep directory)")
         self.sigmas(), self.depths(), self.topologies()
+        if self.model != "mlp" and len(self.depths()) > 1:
+            raise UserInputError(f"sweep: --model {self.model} has no depth; give one --depth (e.g. --depth 1) "
+                                 f"instead of the list {self.depth}")
         if self.protocol == "both":
             self.protocol_depths("adiabatic")
         self.run_config(self.depths()[0], self.sigmas()[0], self.seed, None).validate()

@@ -61,6 +61,8 @@ def _records(cfg: SweepConfig, group: Group, problem: Problem, theta, meas, keys
         common.update(eval_scheme=cfg.eval_scheme, eval_folds=cfg.eval_folds)
     if cfg.dataset != "mnist":  # (likewise)
         common.update(dataset=cfg.dataset)
+    if cfg.model != "mlp":  # (likewise)
+        common.update(model=cfg.model)
     records = []
     for r, (seed, index) in enumerate(keys):
         sigma = sigma_list[index]
