@@ -22,6 +22,7 @@ from .. import threads
 from ..errors import UserInputError
 from .config import TheoryConfig
 from .model import EffectiveRHS, check_coupling, moments
+from . import compiled
 from .rk45 import integrate
 
 COLUMNS = ["depth", "protocol", "sigma", "m_abs_mean", "m_abs_std", "loss_mean", "loss_std",
@@ -53,7 +54,13 @@ def initial_state(cfg: TheoryConfig, depth: int, sigma_index: int) -> np.ndarray
 
 
 def _integrate_rows(cfg, depth, delta, sigma, m0):
-    """Integrate rows (delta [M, N], sigma [M], m0 [M, N]); features [M, T, 3], y_final, steps."""
+    """Integrate rows (delta [M, N], sigma [M], m0 [M, N]); features [M, T, 3], y_final, steps.
+    Mean field runs the compiled per-row RK45, any other Q the batched NumPy one (the same
+    algorithm; the tests hold them to each other)."""
+    if cfg.q is None and compiled.available():
+        sol = compiled.integrate_mean_field(depth, delta, sigma, cfg.gamma, m0, cfg.t_end,
+                                            cfg.t_eval, cfg.sample_from, cfg.rtol, cfg.atol)
+        return sol.samples, sol.y_final, sol.n_steps + sol.n_rejected
     rhs = EffectiveRHS(depth, delta, sigma, cfg.gamma, cfg.q)
     sol = integrate(rhs, m0, (0.0, cfg.t_end), cfg.t_eval, cfg.rtol, cfg.atol,
                     reduce=lambda m: moments(m, depth), sample_from=cfg.sample_from,
