@@ -36,6 +36,7 @@ Writes ``onset.csv`` (one row per topology), ``curves.csv`` (every point), ``ons
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 import warnings
@@ -53,7 +54,7 @@ from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.errors import UserInputError
 from decentral.evaluation import make_evaluator
 from decentral.problem import prepare
-from decentral.runner import Phases, run_phases
+from decentral.runner import run_phases
 from decentral.simulation import LocalSimulation
 from decentral.theory import TheoryConfig, run_theory
 from decentral.topology import Coupling
@@ -103,12 +104,13 @@ LARGE_QUICK = replace(LARGE, mnist_points=4, theory_points=8, transient=100, ste
 
 
 def onset_sigma(sigmas, values, baseline: float | None = None, fraction: float = 0.5,
-                min_rise: float = 0.02) -> float:
-    """Smallest sigma where ``values`` first reaches baseline + fraction * (max - baseline).
+                min_rise: float = 0.02, top: float | None = None) -> float:
+    """Smallest sigma where ``values`` first reaches baseline + fraction * (top - baseline).
 
-    Linear interpolation in log sigma between the bracketing grid points; NaN values are
-    ignored; baseline defaults to the value at the smallest sigma. Returns NaN when the
-    curve never rises more than ``min_rise`` above the baseline.
+    top defaults to the curve's maximum (given, e.g. the complete graph's, the level may never
+    be reached: NaN). Linear interpolation in log sigma between the bracketing grid points; NaN
+    values are ignored; baseline defaults to the value at the smallest sigma. Returns NaN when
+    the curve never rises more than ``min_rise`` above the baseline.
     """
     s, v = np.asarray(sigmas, dtype=float), np.asarray(values, dtype=float)
     keep = np.isfinite(v) & (s > 0)
@@ -117,10 +119,12 @@ def onset_sigma(sigmas, values, baseline: float | None = None, fraction: float =
     if len(v) < 2:
         return float("nan")
     base = v[0] if baseline is None else float(baseline)
-    top = v.max()
-    if not top - base > min_rise:
+    top = v.max() if top is None else float(top)
+    if not v.max() - base > min_rise or not top - base > min_rise:
         return float("nan")
     level = base + fraction * (top - base)
+    if not np.any(v >= level):
+        return float("nan")
     k = int(np.argmax(v >= level))
     if k == 0:
         return float(s[0])
@@ -265,24 +269,6 @@ def make_ensemble(arch, shards, qs, sigmas, seeds, hyper: Hyper, scheme: str = "
     return state, stepper, keys
 
 
-class _LogProgress:
-    """The runner's progress hook: a line every 500 steps."""
-
-    def __init__(self, total: int, log):
-        self.total, self.log, self.done, self.t0 = total, log, 0, time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.done % 500 == 0:
-            self.log(f"  mnist step {self.done}/{self.total} ({time.perf_counter() - self.t0:.0f} s)")
-
-
-def measure(sim: LocalSimulation, phases: Phases, log=print):
-    """Transient + measured phases; per-replica time averages of <A> and <L>, diverged flags."""
-    meas = run_phases(sim, phases, progress=_LogProgress(phases.transient + phases.steps, log))
-    return meas.time_average(sim.theta.shape[0]), meas.diverged
-
-
 def check_stable(name: str, coupling: Coupling, sigmas, lr: float, log=print) -> np.ndarray:
     """Stability numbers lr * sigma * lambda_max / N of one topology's sigmas [S]; warns at >= 2."""
     numbers = np.array([coupling.stability_number(lr, s) for s in sigmas])
@@ -306,7 +292,10 @@ def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print, save=
         state, stepper, keys = make_ensemble(problem.arch, problem.shards, [row.coupling], sigmas,
                                              settings.seeds, Hyper(lr=settings.lr))
         evaluator = make_evaluator(problem.arch, problem.test, cfg.eval_scheme, cfg.eval_folds)
-        averages, diverged = measure(LocalSimulation(stepper, state, evaluator), cfg.phases(), log)
+        sim, t0 = LocalSimulation(stepper, state, evaluator), time.perf_counter()
+        meas = run_phases(sim, cfg.phases(), after_block=lambda step, _: step % 500 or log(
+            f"  mnist step {step}/{cfg.transient + cfg.steps} ({time.perf_counter() - t0:.0f} s)"))
+        averages, diverged = meas.time_average(len(keys)), meas.diverged
         frames.append(pd.DataFrame({"topology": row.topology, "sigma": [sigmas[s] for _, _, s in keys],
                                     "stability": [numbers[s] for _, _, s in keys],
                                     "seed": [k for k, _, _ in keys], "accuracy": averages["accuracy"],
@@ -326,78 +315,29 @@ def mnist_curves(topos: pd.DataFrame, settings: Settings, data, log=print, save=
 
 
 def onset_table(topos: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per topology: its spectrum, theory and MNIST onsets, onsets / complete's."""
+    """One row per topology: its spectrum, theory and MNIST onsets, onsets / complete's; and
+    ``*_onset_common``: where the curve reaches the complete graph's half-rise level (NaN if
+    never, e.g. a curve that does not saturate within its stable couplings)."""
     table = topos.drop(columns=["q", "coupling"], errors="ignore").copy()
     for source in ("theory", "mnist"):
-        onsets, tops = [], []
-        for name in table["topology"]:
-            c = curves[(curves["source"] == source) & (curves["topology"] == name)]
-            onsets.append(onset_sigma(c["sigma"], c["accuracy"]))
-            tops.append(float(c["accuracy"].max()))
-        table[f"{source}_onset"] = onsets
-        table[f"{source}_max_accuracy"] = tops
-        reference = table.loc[table["topology"] == "complete", f"{source}_onset"].iloc[0]
-        table[f"{source}_onset_rel"] = table[f"{source}_onset"] / reference
+        mine = {name: c for name, c in curves[curves["source"] == source].groupby("topology")}
+        top = float(mine["complete"]["accuracy"].max())
+        for kind, level in (("", None), ("_common", top)):
+            table[f"{source}_onset{kind}"] = [onset_sigma(mine[name]["sigma"], mine[name]["accuracy"], top=level)
+                                              for name in table["topology"]]
+            reference = table.loc[table["topology"] == "complete", f"{source}_onset{kind}"].iloc[0]
+            table[f"{source}_onset{kind}_rel"] = table[f"{source}_onset{kind}"] / reference
+        table[f"{source}_max_accuracy"] = [float(mine[name]["accuracy"].max()) for name in table["topology"]]
     return table
 
 
-def _style(name: str) -> dict:
-    colors = {"complete": "black", "ring": "tab:blue", "small": "tab:orange", "erdos": "tab:green",
-              "star": "tab:red"}
-    color = next(c for key, c in colors.items() if name.startswith(key))
-    return {"color": color, "linestyle": "--" if name.endswith("_lam") else "-"}
-
-
-def _panel(ax, curves: pd.DataFrame, table: pd.DataFrame, source: str) -> None:
-    for name in table["topology"]:
-        c = curves[(curves["source"] == source) & (curves["topology"] == name)].sort_values("sigma")
-        ax.plot(c["sigma"], c["accuracy"], marker=".", label=name, **_style(name))
-        onset = table.loc[table["topology"] == name, f"{source}_onset"].iloc[0]
-        if np.isfinite(onset):
-            ok = c["accuracy"].notna()
-            level = np.interp(np.log(onset), np.log(c["sigma"][ok]), c["accuracy"][ok])
-            ax.plot([onset], [level], marker="o", markersize=8, markerfacecolor="none",
-                    markeredgewidth=1.5, color=_style(name)["color"])
-    ax.set_xscale("log")
-
-
 def plot(curves: pd.DataFrame, table: pd.DataFrame, path: Path, depth: int, n_units: int = N_UNITS) -> None:
-    """Accuracy vs sigma (theory, MNIST) with onsets circled, and theory vs MNIST onsets."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    _panel(axes[0], curves, table, "theory")
-    axes[0].set(xlabel=r"$\hat\sigma$ (theory units)", ylabel=r"accuracy$_{\rm eff}$ = 1 - L/L($\hat\sigma_{\min}$)",
-                title=f"effective theory, Eq. 4 (D={depth}, N={n_units})")
-    axes[0].legend(fontsize=7, loc="lower right", title=f"solid: mean degree 4\ndashed: lambda_max = {n_units}",
-                   title_fontsize=7)
-    _panel(axes[1], curves, table, "mnist")
-    axes[1].set(xlabel=r"$\sigma$ (Eq. 2)", ylabel=r"test accuracy $\langle A\rangle$",
-                title=f"MNIST engine (D={depth}, N={n_units})")
-    _onset_panel(axes[2], table)
-    fig.suptitle(r"Onset of collective learning (circles). Theory $\hat\sigma$ and MNIST $\sigma$ "
-                 "agree only up to a scale: compare onsets relative to the complete graph.",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _onset_panel(ax, table: pd.DataFrame) -> None:
-    for row in table.itertuples():
-        ax.plot(row.theory_onset_rel, row.mnist_onset_rel, marker="s" if row.family == "lambda_max"
-                else "o", linestyle="none", color=_style(row.topology)["color"], label=row.topology)
-    finite = table[["theory_onset_rel", "mnist_onset_rel"]].to_numpy().ravel()
-    finite = finite[np.isfinite(finite)]
-    if finite.size:
-        lo, hi = finite.min() / 1.5, finite.max() * 1.5
-        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, label="y = x")
-    ax.set(xscale="log", yscale="log", xlabel="theory onset / complete's",
-           ylabel="MNIST onset / complete's", title="onset shift by topology")
-    ax.legend(fontsize=7)
+    """onset.png, drawn by the sibling experiments/topology_onset_plot.py (loaded by path, as
+    this script is run by path)."""
+    spec = importlib.util.spec_from_file_location("topology_onset_plot", Path(__file__).with_name("topology_onset_plot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.plot(curves, table, path, depth, n_units)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -413,6 +353,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="N=10: D=0, 9 couplings, 1,500 + 500 steps, 2,000 test images, 40 realizations; "
                              "N>10: 4 couplings per topology, 100 + 100 steps, 20 realizations (a smoke run)")
     parser.add_argument("--depth", type=int, default=None, help="override the depth D")
+    parser.add_argument("--replot", action="store_true",
+                        help="recompute onset.csv and onset.png from OUT/curves.csv (graphs rewritten)")
     parser.add_argument("--threads", type=int, default=None,
                         help="compute threads (and theory worker processes; default: all cores)")
     return parser.parse_args(argv)
@@ -439,19 +381,23 @@ def main(argv=None) -> int:
     log = lambda text: print(f"[{time.perf_counter() - start:6.0f} s] {text}", file=sys.stderr)
     topos = write_graphs(out, settings.units)
     log(f"{len(topos)} topologies written to {out / 'graphs'}")
-    curves = [theory_curves(topos, settings, workers=args.threads)]
-    curves[0].to_csv(out / "curves.csv", index=False)  # the theory half, while MNIST runs
-    log("theory done")
-    save = lambda points: points.to_csv(out / "mnist_points.csv", index=False)
-    curves.append(mnist_curves(topos, settings, data, log, save))
-    log("mnist done")
-    curves = pd.concat(curves, ignore_index=True)
+    if args.replot:  # the tables and figure again, from the curves of an earlier run
+        curves = pd.read_csv(out / "curves.csv")
+    else:
+        curves = [theory_curves(topos, settings, workers=args.threads)]
+        curves[0].to_csv(out / "curves.csv", index=False)  # the theory half, while MNIST runs
+        log("theory done")
+        save = lambda points: points.to_csv(out / "mnist_points.csv", index=False)
+        curves.append(mnist_curves(topos, settings, data, log, save))
+        log("mnist done")
+        curves = pd.concat(curves, ignore_index=True)
+        curves.to_csv(out / "curves.csv", index=False)
     table = onset_table(topos, curves)
-    curves.to_csv(out / "curves.csv", index=False)
     table.to_csv(out / "onset.csv", index=False)
     plot(curves, table, out / "onset.png", settings.depth, settings.units)
     columns = ["topology", "mean_degree", "lambda_max", "spectral_gap", "theory_onset",
-               "mnist_onset", "theory_onset_rel", "mnist_onset_rel"]
+               "mnist_onset", "theory_onset_rel", "mnist_onset_rel", "theory_onset_common_rel",
+               "mnist_onset_common_rel"]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     log(f"wall time {time.perf_counter() - start:.0f} s")
     return 0

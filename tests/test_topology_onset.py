@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse
 import torch
@@ -121,3 +122,28 @@ def test_describe_takes_a_sparse_q_below_the_dense_spectrum_size():
     ring = np.roll(np.eye(50), 1, axis=1) + np.roll(np.eye(50), -1, axis=1)
     sparse, dense = topology.describe(scipy.sparse.csr_array(ring)), topology.describe(ring)
     assert sparse["sigma_max_euler"] == pytest.approx(dense["sigma_max_euler"])
+
+
+def test_onset_at_a_given_top_level_is_nan_when_never_reached(exp):
+    sigmas = np.logspace(-2, 2, 9)
+    values = np.clip(0.1 + 0.4 * (np.log10(sigmas) + 1), 0.1, 0.5)  # saturates at 0.5
+    assert exp.onset_sigma(sigmas, values, top=0.9) == pytest.approx(1.0, rel=1e-9)  # level 0.5
+    assert math.isnan(exp.onset_sigma(sigmas, values, top=1.0))  # level 0.55, never reached
+
+
+def test_mnist_and_theory_curves_at_n20_take_each_topologys_stable_sigmas(exp, synthetic_data, tmp_path):
+    topos = exp.write_graphs(tmp_path, 20)
+    topos = topos[topos["topology"].isin(["complete", "ring_k4", "star"])]  # mean field and sparse
+    settings = exp.replace(exp.LARGE, units=20, mnist_points=2, theory_points=2, transient=4, steps=10,
+                           eval_every=1, realizations=2, lr=0.05)
+    saved = []
+    curves = exp.mnist_curves(topos, settings, synthetic_data, log=lambda text: None, save=saved.append)
+    assert len(curves) == 2 * len(topos) and len(saved) == len(topos) and len(saved[-1]) == len(curves)
+    assert curves["stability"].max() <= settings.max_stability and not curves["diverged"].any()
+    for row in topos.itertuples():  # each topology's two largest stable sigmas of the grid
+        mine = curves[curves["topology"] == row.topology]
+        assert list(mine["sigma"]) == list(exp.mnist_sigmas(row.coupling, settings))
+    theory = exp.theory_curves(topos, settings, workers=1)
+    assert (theory["rate"] <= settings.theory_max_rate * (1 + 1e-9)).all() and len(theory) == 2 * len(topos)
+    table = exp.onset_table(topos, pd.concat([theory, curves], ignore_index=True))
+    assert list(table["topology"]) == list(topos["topology"])
