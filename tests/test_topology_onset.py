@@ -131,11 +131,13 @@ def test_onset_at_a_given_top_level_is_nan_when_never_reached(exp):
     assert math.isnan(exp.onset_sigma(sigmas, values, top=1.0))  # level 0.55, never reached
 
 
-def test_mnist_and_theory_curves_at_n20_take_each_topologys_stable_sigmas(exp, synthetic_data, tmp_path):
-    topos = exp.write_graphs(tmp_path, 20)
+@pytest.mark.parametrize("units", [10, 20])
+def test_mnist_and_theory_curves_take_each_topologys_stable_sigmas(exp, units, synthetic_data, tmp_path):
+    topos = exp.write_graphs(tmp_path, units)
     topos = topos[topos["topology"].isin(["complete", "ring_k4", "star"])]  # mean field and sparse
-    settings = exp.replace(exp.LARGE, units=20, mnist_points=2, theory_points=2, transient=4, steps=10,
-                           eval_every=1, realizations=2, lr=0.05)
+    settings = exp.replace(exp.settings_for(units, quick=True), units=units, mnist_points=2, theory_points=2,
+                           transient=4, steps=10, eval_every=1, eval_scheme="rotating", realizations=2,
+                           lr=0.05, mnist_sigmas=exp.LARGE.mnist_sigmas, test_samples=None)
     saved = []
     curves = exp.mnist_curves(topos, settings, synthetic_data, log=lambda text: None, save=saved.append)
     assert len(curves) == 2 * len(topos) and len(saved) == len(topos) and len(saved[-1]) == len(curves)
