@@ -19,7 +19,8 @@ from .errors import UserInputError
 from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 
-MODELS = ["mlp", "cnn"]  # unit models (decentral.models); the Python API may register more names
+BUILTIN_MODELS = ("mlp", "cnn")  # unit models every process knows (decentral.models)
+MODELS = list(BUILTIN_MODELS)  # and those this process registered (the Python API may add names)
 
 # A run with --out and no --checkpoint-every checkpoints into it at the end of the first block
 # (--eval-every steps) that ends at least this many seconds of wall time after its last checkpoint:

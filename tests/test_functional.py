@@ -230,3 +230,11 @@ def test_a_sweep_of_a_depthless_model_takes_one_depth(capsys):
     err = capsys.readouterr().err.strip()
     assert err == "decentral: error: sweep: --model cnn has no depth; give one --depth (e.g. --depth 1) " \
                   "instead of the list 0,1,2"
+
+
+def test_a_ray_sweep_refuses_a_model_registered_in_this_process_only():
+    import decentral
+
+    models.register("only_here", models.small_cnn)
+    with pytest.raises(decentral.UserInputError, match="--model only_here is registered in this process only"):
+        decentral.api.sweep(model="only_here", backend="ray", sigma=[0.0], depth=[1], out="never")

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..config import RunConfig, SharedConfig, _f, _flag, merge, to_dict
+from ..config import BUILTIN_MODELS, RunConfig, SharedConfig, _f, _flag, merge, to_dict
 from ..errors import UserInputError
 from .grids import named_grid, parse_list
 
@@ -98,6 +98,9 @@ class SweepConfig(SharedConfig):
             raise UserInputError("sweep: --log-tensorboard logs the points of a local sweep; with --backend "
                                  "ray they run in remote tasks (their results are in the sweep directory)")
         self.sigmas(), self.depths(), self.topologies()
+        if self.backend == "ray" and self.model not in BUILTIN_MODELS:
+            raise UserInputError(f"sweep: --model {self.model} is registered in this process only; Ray sweep "
+                                 f"tasks know {', '.join(BUILTIN_MODELS)} (run this sweep locally)")
         if self.model != "mlp" and len(self.depths()) > 1:
             raise UserInputError(f"sweep: --model {self.model} has no depth; give one --depth (e.g. --depth 1) "
                                  f"instead of the list {self.depth}")
