@@ -1,18 +1,28 @@
 """Coupled steps/s of the Ray backend beside the local engine, measured in one run.
 
-N=10 mean field (Eq. 2, sigma=30, D=1), synchronous gossip, tau in {1, 10}, units per actor in
-{1, 5}, on local Ray bound to loopback. Training time only (actor start-up and evaluation are
-excluded, as in `Measurement.steps_per_second`). Prints a table, the ratio to the local engine,
-the payload per message (compressed block snapshots, see docs/ray.md) and the per-step
-overhead with its per-message share.
+Eq. 2 with sigma=30, D=1 (P = 15,910 floats, 63.6 KB per unit), synchronous gossip, training
+time only (actor start-up and evaluation excluded, as in `Measurement.steps_per_second`):
 
-    python benchmarks/bench_ray.py [--steps 300] [--mnist]
+* N = 10 mean field (synthetic data, or MNIST with --mnist): 1 and 5 units per actor, tau 1 and 10;
+* N = 1,000 (MNIST from $DECENTRAL_DATA, class partition) in 2 actors of 500 units: mean field
+  and a ring.
+
+Each Ray row prints the data plane, the actors and the nodes that hosted them, steps/s and the
+ratio to the local engine on the same problem (the local engine at its defaults: all cores),
+and per coupled step the bytes the actors sent and the milliseconds an actor spent in exchanges
+(waiting for its peers included). --address joins a running cluster (e.g. the two loopback
+nodes of docs/ray.md); without it, local Ray on loopback. --plane calls adds the actor-call
+plane's rows for comparison.
+
+    python benchmarks/bench_ray.py [--steps 300] [--big-steps 20] [--address 127.0.0.2:6379]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -25,73 +35,108 @@ from decentral.model import Architecture
 from decentral.problem import Problem, prepare
 from decentral.jobs.run import run_local
 
-N = 10
+HEADER = (f"{'N':>5} {'graph':<11}{'backend':<11}{'upa':>4}{'tau':>4}{'actors':>7}{'nodes':>6}"
+          f"{'steps/s':>9}{'x local':>9}{'KB sent/step':>13}{'comm ms/step':>13}")
 
 
-def synthetic_problem(per_unit: int = 600) -> Problem:
+def synthetic_problem(n: int = 10, per_unit: int = 600) -> Problem:
     gen = torch.Generator().manual_seed(0)
-    y = torch.arange(N).repeat_interleave(per_unit)
-    x = (torch.rand(N, 784, generator=gen)[y] + 0.3 * torch.randn(len(y), 784, generator=gen)).clamp(0, 1)
-    shards = make_shards(Split(x, y), [np.flatnonzero(y.numpy() == u) for u in range(N)])
+    y = torch.arange(n).repeat_interleave(per_unit)
+    x = (torch.rand(n, 784, generator=gen)[y] + 0.3 * torch.randn(len(y), 784, generator=gen)).clamp(0, 1)
+    shards = make_shards(Split(x, y), [np.flatnonzero(y.numpy() == u) for u in range(n)])
     test = Split(x[::10].clone(), y[::10].clone())
-    return Problem(Architecture(1, 20), shards, test, topology.Coupling.complete(N))
+    return Problem(Architecture(1, 20), shards, test, topology.Coupling.complete(n))
 
 
-def config(steps: int, **kw) -> RunConfig:
-    return RunConfig(units=N, sigma=30.0, transient=steps, steps=20, eval_every=20, test_samples=500,
-                     threads=1, **kw).validate()
+def config(n: int, steps: int, **kw) -> RunConfig:
+    return RunConfig(units=n, sigma=30.0, transient=steps, steps=10, eval_every=10, test_samples=100,
+                     **kw).validate()
 
 
-def bench_local(problem, steps: int) -> float:
-    torch.set_num_threads(1)
-    _, meas = run_local(config(steps), problem)
+def bench_local(cfg, problem) -> float:
+    _, meas = run_local(cfg, problem)
     return meas.steps_per_second()
 
 
-def bench_ray(problem, steps: int, upa: int, tau: int, source, cpus: float) -> tuple[float, dict]:
+def bench_ray(cfg, problem, source, plane: str) -> tuple[float, dict]:
     from decentral.ray_backend import run_ray
 
-    actors = -(-N // upa)
-    cfg = config(steps, backend="ray", units_per_actor=upa, gossip_period=tau,
-                 actor_cpus=int(100 * cpus / actors) / 100)  # the cluster's CPUs shared evenly
+    os.environ["DECENTRAL_RAY_PLANE"] = plane
     _, meas, extra = run_ray(cfg, problem, source=source)
     return meas.steps_per_second(), extra
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per configuration")
-    parser.add_argument("--mnist", action="store_true", help="real MNIST from $DECENTRAL_DATA")
-    args = parser.parse_args()
-    import ray
+def row(n, graph, backend, upa, tau, rate, local, extra=None) -> str:
+    if extra is None:
+        return f"{n:>5} {graph:<11}{backend:<11}{'-':>4}{'-':>4}{'-':>7}{'-':>6}{rate:>9.1f}{1.0:>9.2f}"
+    steps = extra["total_steps"]
+    kb = extra["bytes"] / steps / 1024
+    comm = 1e3 * extra["comm_seconds"] / extra["actors"] / steps
+    return (f"{n:>5} {graph:<11}{backend:<11}{upa:>4}{tau:>4}{extra['actors']:>7}{extra['nodes']:>6}"
+            f"{rate:>9.1f}{rate / local:>9.3f}{kb:>13.1f}{comm:>13.2f}")
 
+
+def small_cases(args, cpus: float, planes) -> None:
     from decentral.ray_backend.sources import InlineSource, mnist_source
 
-    if args.mnist:
-        problem = prepare(config(args.steps))
-        source = mnist_source(config(args.steps))
-    else:
-        problem = synthetic_problem()
-        source = InlineSource(problem.shards, problem.test)
+    base = config(10, args.steps)
+    problem = prepare(base) if args.mnist else synthetic_problem()
+    source = mnist_source(base) if args.mnist else InlineSource(problem.shards, problem.test)
+    local = bench_local(base, problem)
+    print(row(10, "mean field", "local", 0, 0, local, local), flush=True)
+    for plane in planes:
+        for upa in (1, 5):
+            for tau in (1, 10):
+                actors = -(-10 // upa)
+                cfg = config(10, args.steps, backend="ray", units_per_actor=upa, gossip_period=tau,
+                             actor_cpus=int(100 * cpus / actors) / 100, address=args.address)
+                rate, extra = bench_ray(cfg, problem, source, plane)
+                extra["total_steps"] = args.steps + 10
+                print(row(10, "mean field", f"ray {plane}", upa, tau, rate, local, extra), flush=True)
+
+
+def big_cases(args, cpus: float) -> None:
+    from decentral.ray_backend.sources import mnist_source
+
+    for graph in ("mean field", "ring"):
+        kw = {} if graph == "mean field" else {"topology": args.ring}
+        base = config(1000, args.big_steps, **kw)
+        problem = prepare(base)
+        local = bench_local(base, problem)
+        print(row(1000, graph, "local", 0, 0, local, local), flush=True)
+        cfg = config(1000, args.big_steps, backend="ray", units_per_actor=500, actor_cpus=cpus / 2,
+                     address=args.address, **kw)
+        rate, extra = bench_ray(cfg, problem, mnist_source(cfg), "collective")
+        extra["total_steps"] = args.big_steps + 10
+        print(row(1000, graph, "ray collective", 500, 1, rate, local, extra), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per N=10 configuration")
+    parser.add_argument("--big-steps", type=int, default=20, help="timed steps per N=1000 configuration")
+    parser.add_argument("--mnist", action="store_true", help="real MNIST for N=10 too")
+    parser.add_argument("--address", default=None, help="a running Ray cluster (default: local Ray)")
+    parser.add_argument("--plane", action="append", default=None, help="collective (default) and/or calls")
+    parser.add_argument("--ring", default="/tmp/decentral-bench-ring1000.edgelist", help="ring graph file")
+    parser.add_argument("--skip-big", action="store_true", help="only the N=10 cases")
+    args = parser.parse_args()
+    from decentral.ray_backend import cluster
+
+    if not args.skip_big and not os.path.exists(args.ring):
+        subprocess.run([sys.executable, "-m", "decentral", "topology", "generate", "ring", "--nodes", "1000",
+                        "--out", args.ring], check=True, capture_output=True)
     start = time.perf_counter()
-    ray.init(_node_ip_address=os.environ.get("DECENTRAL_RAY_NODE_IP", "127.0.0.2"),
-             include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    print(f"ray.init: {time.perf_counter() - start:.1f} s; CPUs {cpus:g}; {args.steps} timed steps each")
-    local = bench_local(problem, args.steps)
-    print(f"{'backend':<10}{'upa':>4}{'tau':>5}{'actors':>7}{'msgs/step':>10}{'steps/s':>9}"
-          f"{'KB/msg':>8}{'x local':>9}{'ms/step':>9}{'overhead ms':>12}{'ms/msg':>8}")
-    print(f"{'local':<10}{'-':>4}{'-':>5}{'-':>7}{0:>10}{local:>9.1f}{'-':>8}{1.0:>9.2f}{1e3 / local:>9.2f}")
-    for upa in (1, 5):
-        for tau in (1, 10):
-            rate, extra = bench_ray(problem, args.steps, upa, tau, source, cpus)
-            per_step = extra["messages_per_coupling"] / tau
-            overhead = 1e3 / rate - 1e3 / local
-            per_msg = overhead / per_step if per_step else float("nan")
-            kb = extra["bytes"] / max(extra["messages"], 1) / 1024
-            print(f"{'ray':<10}{upa:>4}{tau:>5}{extra['actors']:>7}{per_step:>10.1f}{rate:>9.1f}{kb:>8.1f}"
-                  f"{rate / local:>9.3f}{1e3 / rate:>9.2f}{overhead:>12.2f}{per_msg:>8.2f}", flush=True)
-    ray.shutdown()
+    with cluster.connected(args.address) as ray:
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        nodes = len([n for n in ray.nodes() if n["Alive"]])
+        print(f"ray: {time.perf_counter() - start:.1f} s to connect; {nodes} node(s), {cpus:g} CPUs; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(HEADER)
+        small_cases(args, cpus, args.plane or ["collective"])
+        if not args.skip_big:
+            big_cases(args, cpus)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,30 @@ def test_ray_equals_local_engine_with_window_batches(ray_session, synthetic_data
     theta_local, _ = local_run(problem, cfg)
     torch.testing.assert_close(theta, theta_local, atol=1e-5, rtol=0)
     assert not torch.allclose(theta_local, local_run(problem, config(units_per_actor=2, steps=20))[0])
+
+
+@pytest.mark.parametrize("graph", ["mean_field", "ring"])
+def test_one_unit_per_actor_at_n10_equals_the_local_engine(ray_session, synthetic_data, graph):
+    """Ten actors of one unit on the collective plane: mean field (one all-reduce per step)
+    and a ring (each actor exchanges with its two neighbours only)."""
+    train, test = synthetic_data  # 10 classes: unit u owns class u
+    q = None if graph == "mean_field" else np.roll(np.eye(10), 1, axis=1) + np.roll(np.eye(10), -1, axis=1)
+    coupling = topology.Coupling.complete(10) if q is None else topology.Coupling.from_matrix(q)
+    problem = Problem(Architecture(1, 20), make_shards(train, [np.flatnonzero(train.y.numpy() == u)
+                                                              for u in range(10)]), test, coupling)
+    cfg = config(units=10, units_per_actor=1, actor_cpus=0.2, steps=20)
+    theta, _, extra = ray_run(problem, cfg)
+    torch.testing.assert_close(theta, local_run(problem, cfg)[0], atol=1e-5, rtol=0)
+    assert extra["actors"] == 10 and extra["data_plane"] == "collective"
+    # ring: 2 neighbours each; mean field (recursive doubling): 8 core ranks x 3 rounds, 2 folded
+    # ranks send in and get the sum back
+    assert extra["messages"] == 20 * (10 * 2 if q is not None else 8 * 3 + 2 + 2)
+
+
+def test_the_actor_call_plane_still_equals_the_local_engine(ray_session, synthetic_data, monkeypatch):
+    monkeypatch.setenv("DECENTRAL_RAY_PLANE", "calls")  # the driver reads it; actors get the plane
+    problem = make_problem(synthetic_data, directed_ring())
+    cfg = config(units_per_actor=2, steps=20)
+    theta, _, extra = ray_run(problem, cfg)
+    assert extra["data_plane"] == "calls"
+    torch.testing.assert_close(theta, local_run(problem, cfg)[0], atol=1e-5, rtol=0)

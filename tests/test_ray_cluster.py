@@ -112,3 +112,31 @@ def test_bad_cluster_input_is_one_line_and_exit_2(args, message, mnist_root):
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("decentral: error:") and message in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", ["mean_field", "ring"])
+def test_thousand_units_on_two_nodes_equal_the_local_engine(two_node_cluster, mnist_root, tmp_path, graph):
+    """N = 1,000 in 2 actors of 500 units, one per loopback node, on the collective plane."""
+    from decentral.params import load
+
+    address, env = two_node_cluster
+    env = {**env, "DECENTRAL_DATA": mnist_root}
+    common = ["--units", "1000", "--transient", "0", "--steps", "6", "--eval-every", "3",
+              "--test-samples", "100", "--seed", "5", "--json"]
+    if graph == "ring":
+        topo = tmp_path / "ring1000.edgelist"
+        made = subprocess.run([sys.executable, "-m", "decentral", "topology", "generate", "ring", "--nodes",
+                               "1000", "--out", str(topo)], env=env, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        common += ["--topology", str(topo)]
+    ray_out = _decentral([*common, "--backend", "ray", "--address", address, "--units-per-actor", "500",
+                          "--actor-cpus", "1", "--out", str(tmp_path / "ray")], env, timeout=600)
+    assert ray_out.returncode == 0, ray_out.stderr[-3000:]
+    summary = json.loads(ray_out.stdout.strip().splitlines()[-1])
+    assert summary["nodes"] == 2 and summary["actors"] == 2 and summary["data_plane"] == "collective"
+    local_out = _decentral([*common, "--out", str(tmp_path / "local")], env, timeout=600)
+    assert local_out.returncode == 0, local_out.stderr[-3000:]
+    ray_theta, local_theta = load(tmp_path / "ray").theta, load(tmp_path / "local").theta  # [N, P]
+    assert ray_theta.shape == local_theta.shape == (1000, 15910)
+    assert float((ray_theta - local_theta).abs().max()) <= 1e-5

@@ -79,7 +79,7 @@ class Group:
 
     def __init__(self, rank: int, world: int, address: tuple[str, int], node_ip: str,
                  store=None, meter: Meter | None = None, timeout_s: float = TIMEOUT_S):
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.timeout = rank, world, _delta(timeout_s)
         self.meter = meter if meter is not None else Meter()  # the caller's, kept across rebuilds
         if store is None:
             store = dist.TCPStore(address[0], address[1], world, False, _delta(timeout_s))
@@ -104,7 +104,7 @@ class Group:
         try:
             if self.world > 1:
                 if self.use_gloo_allreduce:
-                    self.pg.allreduce([x]).wait()
+                    self.pg.allreduce([x]).wait(self.timeout)
                     self.meter.messages += 2 * (self.world - 1)  # ring: reduce-scatter + all-gather
                     self.meter.bytes += 2 * x.nbytes * (self.world - 1) // self.world  # ring
                 else:
@@ -125,7 +125,7 @@ class Group:
             works = [self.pg.send([payload], r, 0) for r in readers]
             works += [self.pg.recv([buf], s, 0) for buf, s in zip(received, sources)]
             for work in works:
-                work.wait()
+                work.wait(self.timeout)
         except RuntimeError as err:
             raise PeerLost(f"neighbour exchange failed: {_first_line(err)}") from None
         finally:
@@ -143,24 +143,24 @@ def _doubling(group: Group, x: torch.Tensor) -> None:
     core = 1 << (world.bit_length() - 1)  # largest power of two <= world
     other = torch.empty_like(x)
     if rank >= core:  # folded: send ours, receive the total
-        pg.send([x], rank - core, 1).wait()
-        pg.recv([x], rank - core, 2).wait()
+        pg.send([x], rank - core, 1).wait(group.timeout)
+        pg.recv([x], rank - core, 2).wait(group.timeout)
         group.meter.sent(x)
         return
     if rank + core < world:
-        pg.recv([other], rank + core, 1).wait()
+        pg.recv([other], rank + core, 1).wait(group.timeout)
         x += other
     mask = 1
     while mask < core:
         peer = rank ^ mask
         sent = pg.send([x.clone()], peer, 0)
-        pg.recv([other], peer, 0).wait()
-        sent.wait()
+        pg.recv([other], peer, 0).wait(group.timeout)
+        sent.wait(group.timeout)
         x += other
         group.meter.sent(x)
         mask <<= 1
     if rank + core < world:
-        pg.send([x], rank + core, 2).wait()
+        pg.send([x], rank + core, 2).wait(group.timeout)
         group.meter.sent(x)
 
 
