@@ -84,10 +84,6 @@ def _load_cached(dataset: str, root: str, train: bool, download: bool) -> Split:
     return _as_split(pixels, labels, spec)
 
 
-_load_mnist_cached = _load_cached  # the cache, under its earlier name (tests clear it)
-N_CLASSES = 10  # classes of every built-in dataset: labels are checked to be in 0..9
-
-
 def _as_split(pixels: torch.Tensor, labels: torch.Tensor, spec: Dataset) -> Split:
     """Pixels [M, C*H*W] uint8 to x float32 in [0, 1], then standardised per channel where the
     dataset has a mean and std."""

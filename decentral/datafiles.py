@@ -34,7 +34,6 @@ FILES = {
     "t10k-images-idx3-ubyte": 7_840_016,
     "t10k-labels-idx1-ubyte": 10_008,
 }
-SOURCE = get(DEFAULT).source
 IDX_UBYTE = 0x08  # idx type code of unsigned bytes, the MNIST family's pixels and labels
 
 
@@ -77,11 +76,6 @@ def missing_files(root: str | Path, dataset: str | Dataset = DEFAULT) -> list[st
     return [name for name in spec.files if not (spec.raw_folder(root) / name).is_file()]
 
 
-def _damaged(spec: Dataset, path: Path, what: str) -> UserInputError:
-    return UserInputError(f"{spec.title} file {path} is damaged: {what} (replace it, or delete it "
-                          "and rerun with --download)")
-
-
 def check_idx(spec: Dataset, path: Path, item_shape: tuple[int, ...]) -> int:
     """An idx file of unsigned bytes holding items of `item_shape` ((H, W) images, () labels),
     its size the one its header gives; returns its item count, or one line saying what is wrong."""
@@ -91,17 +85,17 @@ def check_idx(spec: Dataset, path: Path, item_shape: tuple[int, ...]) -> int:
     with open(path, "rb") as handle:
         head = handle.read(header_bytes)
     if len(head) < header_bytes:
-        raise _damaged(spec, path, f"{size:,} bytes, shorter than its idx header ({header_bytes} bytes)")
+        raise spec.damaged(path, f"{size:,} bytes, shorter than its idx header ({header_bytes} bytes)")
     if head[:4] != bytes((0, 0, IDX_UBYTE, ndim)):
-        raise _damaged(spec, path, f"header {head[:4].hex()} is not that of {ndim}-dimensional unsigned "
+        raise spec.damaged(path, f"header {head[:4].hex()} is not that of {ndim}-dimensional unsigned "
                        f"bytes (expected {bytes((0, 0, IDX_UBYTE, ndim)).hex()})")
     dims = struct.unpack(f">{ndim}I", head[4:])
     if tuple(dims[1:]) != tuple(item_shape):
-        raise _damaged(spec, path, f"its header gives items of shape {tuple(dims[1:])}, expected "
+        raise spec.damaged(path, f"its header gives items of shape {tuple(dims[1:])}, expected "
                        f"{tuple(item_shape)}")
     expected = header_bytes + math.prod(dims)
     if size != expected:
-        raise _damaged(spec, path, f"{size:,} bytes, expected {expected:,}")
+        raise spec.damaged(path, f"{size:,} bytes, expected {expected:,}")
     return dims[0]
 
 
@@ -114,13 +108,6 @@ def check_files(root: str | Path, dataset: str | Dataset = DEFAULT) -> None:
     for name in spec.files:
         shape = tuple(spec.shape[1:]) if "images" in name else ()
         check_idx(spec, spec.raw_folder(root) / name, shape)
-
-
-def check_sizes(root: str | Path, names) -> None:
-    """MNIST's files among `names`: headers and sizes (kept for callers of the MNIST-only API)."""
-    spec = get(DEFAULT)
-    for name in names:
-        check_idx(spec, spec.raw_folder(root) / name, tuple(spec.shape[1:]) if "images" in name else ())
 
 
 def ensure(root: str | Path, download: bool, dataset: str | Dataset = DEFAULT) -> None:

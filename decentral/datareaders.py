@@ -80,13 +80,13 @@ def _cifar_batch(spec: Dataset, path: Path) -> tuple[torch.Tensor, torch.Tensor]
             or data.shape[1] != spec.n_inputs or len(data) == 0:
         shown = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
                  else type(data).__name__)
-        raise _bad(spec, path, f"its data is a {shown}, expected uint8 [n, {spec.n_inputs}]")
+        raise spec.damaged(path, f"its data is a {shown}, expected uint8 [n, {spec.n_inputs}]")
     try:
         labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     except (TypeError, ValueError, OverflowError):
         labels = None
     if labels is None or labels.ndim != 1 or len(labels) != len(data):
-        raise _bad(spec, path, f"its labels are not a list of {len(data)} integers, one per image")
+        raise spec.damaged(path, f"its labels are not a list of {len(data)} integers, one per image")
     check_labels(spec, labels, path)
     return torch.from_numpy(np.ascontiguousarray(data)), labels
 
@@ -94,12 +94,7 @@ def _cifar_batch(spec: Dataset, path: Path) -> tuple[torch.Tensor, torch.Tensor]
 def _check_meta(spec: Dataset, path: Path) -> None:
     names = load_pickle(spec, path).get("label_names")
     if not isinstance(names, list) or len(names) != spec.n_classes:
-        raise _bad(spec, path, f"its label_names are not a list of {spec.n_classes} class names")
-
-
-def _bad(spec: Dataset, path: Path, what: str) -> UserInputError:
-    return UserInputError(f"{spec.title} file {path} is damaged: {what} (replace it, or delete it "
-                          "and rerun with --download)")
+        raise spec.damaged(path, f"its label_names are not a list of {spec.n_classes} class names")
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -133,7 +128,7 @@ def load_pickle(spec: Dataset, path: Path) -> dict:
             value = _ArraysOnly(handle, encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - any failure to unpickle is a damaged file
         reason = " ".join(str(err).split())[:120] or type(err).__name__
-        raise _bad(spec, path, f"it cannot be unpickled ({type(err).__name__}: {reason})") from None
+        raise spec.damaged(path, f"it cannot be unpickled ({type(err).__name__}: {reason})") from None
     if not isinstance(value, dict):
-        raise _bad(spec, path, f"it holds a {type(value).__name__}, expected a dict")
+        raise spec.damaged(path, f"it holds a {type(value).__name__}, expected a dict")
     return value

@@ -63,6 +63,11 @@ class Dataset:
         """The folder of its files under the data root `root`."""
         return Path(root) / self.folder
 
+    def damaged(self, path: Path, what: str) -> UserInputError:
+        """The one-line error for a file of this dataset that is present but wrong (`what`)."""
+        return UserInputError(f"{self.title} file {path} is damaged: {what} (replace it, or delete it "
+                              "and rerun with --download)")
+
 
 def _idx(name: str, title: str, folder: str, tv_class: str, source: str) -> Dataset:
     return Dataset(name, title, f"{folder}/raw", "idx", IDX_FILES[:2], IDX_FILES[2:], (1, 28, 28), 10,

@@ -99,7 +99,7 @@ def _load_code(root: Path) -> int:
 def test_fuzzed_idx_files(mnist_root, tmp_path):
     """Headers and labels: the images file is fuzzed in its first 4 KB (header and first
     rows) and otherwise kept, so every variant is the right size or damaged in size."""
-    from decentral.data import _load_mnist_cached
+    from decentral.data import _load_cached
 
     for seed, (name, keep) in enumerate([("t10k-labels-idx1-ubyte", None), ("t10k-images-idx3-ubyte", 4096)]):
         raw = tmp_path / name / "MNIST" / "raw"
@@ -115,7 +115,7 @@ def test_fuzzed_idx_files(mnist_root, tmp_path):
             if ran and time.monotonic() - start > BUDGET_S["idx"]:
                 break
             (raw / name).write_bytes(variant + tail)
-            _load_mnist_cached.cache_clear()
+            _load_cached.cache_clear()
             assert _load_code(tmp_path / name) in (0, 2)
             ran += 1
 
