@@ -21,6 +21,7 @@ from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 BUILTIN_MODELS = ("mlp", "cnn")  # unit models every process knows (decentral.models)
 MODELS = list(BUILTIN_MODELS)  # and those this process registered (the Python API may add names)
+KERNELS = ("auto", "numba", "torch")  # gradient backends of the `kernels` field (decentral.backends)
 
 # A run with --out and no --checkpoint-every checkpoints into it at the end of the first block
 # (--eval-every steps) that ends at least this many seconds of wall time after its last checkpoint:
@@ -104,7 +105,7 @@ class SharedConfig:
     address: str | None = _f(None, "Ray cluster address (auto or host:port); local Ray if absent")
     kernels: str = _f("auto", "gradient backend: auto (numba for float32 CPU work when it imports, else "
                       "PyTorch; DECENTRAL_KERNELS=torch makes auto mean torch), numba or torch; the same "
-                      "numbers up to float rounding (decentral.backends)", choices=("auto", "numba", "torch"))
+                      "numbers up to float rounding (decentral.backends)", choices=KERNELS)
 
     def hyper(self) -> Hyper:
         """The local-learning component: lr, weight decay, batch size and scheme."""

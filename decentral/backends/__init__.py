@@ -22,13 +22,14 @@ import os
 import torch
 
 from . import kernels
+from ..config import KERNELS  # values of the config's `kernels` field
 from ..errors import UserInputError
 from ..functional import FUNCTIONAL, FunctionalBackend
 from ..model import Architecture, UnitBatches, layer_views, loss_and_grad
 
 KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" makes "auto" mean PyTorch; "fused" (or unset) allows numba
 CHOICES = ("fused", "torch")  # values of DECENTRAL_KERNELS
-KERNELS = ("auto", "numba", "torch")  # values of the config's `kernels` field
+
 
 class TorchBackend:
     """The PyTorch reference (`model.loss_and_grad`)."""

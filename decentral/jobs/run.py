@@ -32,6 +32,7 @@ from ..simulation import single_run
 from ..storage import atomic_dir, check_output_dir, json_safe, toml_text
 from ..threads import limited as limited_threads
 from ..threads import per_worker
+from .common import COMMAND_KEYS
 
 
 def run_local(cfg: RunConfig, problem: Problem, resume: Checkpoint | None = None,
@@ -169,7 +170,7 @@ def _execute(cfg: RunConfig, data: tuple[Split, Split] | None, resume: Checkpoin
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units),
                         n_in=get_dataset(cfg.dataset).n_inputs)
     init = params.load(cfg.init_from) if cfg.init_from else None  # fail fast, before loading data
-    check_log_dir(cfg)
+    eventlog.check_log_dir(cfg.log_tensorboard)  # before any work
     problem = prepare(cfg, data)
     if init is not None:
         params.check_fits(init, problem.arch, cfg.units, cfg.init_from)
@@ -202,11 +203,6 @@ def _train(cfg: RunConfig, problem: Problem, resume: Checkpoint | None, init: pa
     return theta, meas, {}
 
 
-def check_log_dir(cfg: RunConfig) -> None:
-    """--log-tensorboard DIR must be a directory this process can create or write into."""
-    eventlog.check_log_dir(cfg.log_tensorboard)
-
-
 def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):
     """The TensorBoard event log of --log-tensorboard (None without it)."""
     if not cfg.log_tensorboard:
@@ -219,7 +215,7 @@ def open_log(cfg: RunConfig, start_step: int, resume: Checkpoint | None):
 
 # --- the command ----------------------------------------------------------------------------
 
-RUN_COMMAND_KEYS = ("config", "json", "handler", "command", "resume")  # not config keys
+RUN_COMMAND_KEYS = COMMAND_KEYS + ("resume",)  # not config keys
 
 
 def main(args) -> int:
