@@ -8,7 +8,7 @@ reference (and serves any coupling matrix Q); the tests hold this one to it. Res
 from it only by floating-point rounding: sums over units are taken in another order.
 
 Written by hand because it is measured faster: ``benchmarks/bench_theory.py`` times the
-``decentral theory`` command that uses it, and README gives the figures.
+``decentral theory`` command that uses it, and docs/theory.md gives the figures.
 """
 
 from __future__ import annotations
