@@ -22,9 +22,9 @@ def _events(log_dir) -> EventAccumulator:
     return events.Reload()
 
 
-def test_event_files_hold_every_evaluation_and_the_heat_maps(synthetic_data, tmp_path):
-    cfg = RunConfig(**TINY, out=str(tmp_path / "run"), log_tensorboard=str(tmp_path / "tb")).validate()
-    summary = execute(cfg, synthetic_data)
+def _logged_run(tmp_path, summary: dict) -> EventAccumulator:
+    """The events of a TINY run with --out tmp_path/run --log-tensorboard tmp_path/tb, checked:
+    every evaluation of its time series at its step, and the summary's time averages."""
     series = pd.read_parquet(tmp_path / "run" / "timeseries.parquet")
     events = _events(tmp_path / "tb")
     for name in OBSERVABLES:
@@ -32,6 +32,13 @@ def test_event_files_hold_every_evaluation_and_the_heat_maps(synthetic_data, tmp
         assert [e.step for e in logged] == series.step.tolist() == [40, 60, 80]
         np.testing.assert_allclose([e.value for e in logged], series[name], rtol=1e-6)
         assert events.Scalars(f"summary/{name}")[0].value == pytest.approx(summary[name], rel=1e-6)
+    return events
+
+
+def test_event_files_hold_every_evaluation_and_the_heat_maps(synthetic_data, tmp_path):
+    cfg = RunConfig(**TINY, out=str(tmp_path / "run"), log_tensorboard=str(tmp_path / "tb")).validate()
+    summary = execute(cfg, synthetic_data)
+    events = _logged_run(tmp_path, summary)
     image = events.Images("cross_accuracy")[0]
     assert (image.step, image.height, image.width) == (80, 4, 10)
     values = events.Tensors("cross_accuracy/values")[0]
@@ -147,13 +154,7 @@ def test_a_ray_run_logs_every_evaluation_from_actors_that_load_the_dataset(tmp_p
     cfg = RunConfig(**values, backend="ray", out=str(tmp_path / "run"),
                     log_tensorboard=str(tmp_path / "tb")).validate()
     summary = execute(cfg)
-    series = pd.read_parquet(tmp_path / "run" / "timeseries.parquet")
-    events = _events(tmp_path / "tb")
-    for name in OBSERVABLES:
-        logged = events.Scalars(f"observables/{name}")
-        assert [e.step for e in logged] == series.step.tolist() == [40, 60, 80]
-        np.testing.assert_allclose([e.value for e in logged], series[name], rtol=1e-6)
-        assert events.Scalars(f"summary/{name}")[0].value == pytest.approx(summary[name], rel=1e-6)
+    events = _logged_run(tmp_path, summary)
     assert events.Images("cross_accuracy")[0].step == 80
     assert summary["backend"] == "ray" and summary["dataset"] == "fashion-mnist"
     local = execute(RunConfig(**values).validate())  # the same numbers on the local engine
