@@ -50,6 +50,17 @@ class Killed(Exception):
 
 
 @pytest.fixture
+def default_data_folder(monkeypatch, tmp_path) -> Path:
+    """No $DECENTRAL_DATA, and the default data folder (filled on first use) in tmp_path."""
+    from decentral import datafiles
+
+    monkeypatch.delenv("DECENTRAL_DATA", raising=False)
+    default = tmp_path / "cache" / "decentral" / "data"
+    monkeypatch.setattr(datafiles, "default_root", lambda: default)
+    return default
+
+
+@pytest.fixture
 def kill_run():
     """`with kill_run(): run(...)` kills that run (raises Killed, expected) right after it saves
     its first checkpoint; `kill_run(at_step=S)` once the checkpoint keeper has seen step S."""

@@ -26,15 +26,6 @@ def fake_mnist(root, names=tuple(datafiles.FILES)) -> None:
             f.truncate(datafiles.FILES[name])
 
 
-@pytest.fixture
-def no_data_env(monkeypatch, tmp_path):
-    """No $DECENTRAL_DATA, and the default folder in tmp_path."""
-    monkeypatch.delenv("DECENTRAL_DATA", raising=False)
-    default = tmp_path / "cache" / "decentral" / "data"
-    monkeypatch.setattr(datafiles, "default_root", lambda: default)
-    return default
-
-
 def offline(self):
     raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://x/, got:\n"
                        "<urlopen error [Errno -3] Temporary failure in name resolution>")
@@ -47,18 +38,18 @@ def one_line_error(capsys, args) -> str:
     return err
 
 
-def test_no_data_root_offline_names_every_missing_file_and_the_folder(no_data_env, monkeypatch, capsys):
+def test_no_data_root_offline_names_every_missing_file_and_the_folder(default_data_folder, monkeypatch, capsys):
     monkeypatch.setattr(MNIST, "download", offline)
     err = one_line_error(capsys, ["run", "--steps", "1"])
-    assert str(no_data_env / "MNIST" / "raw") in err and "Temporary failure in name resolution" in err
+    assert str(default_data_folder / "MNIST" / "raw") in err and "Temporary failure in name resolution" in err
     assert all(name in err for name in datafiles.FILES)
 
 
-def test_first_run_downloads_into_the_default_folder(no_data_env, monkeypatch, capsys):
-    monkeypatch.setattr(MNIST, "download", lambda self: fake_mnist(no_data_env))
-    assert datafiles.resolve_root(None) == no_data_env
-    datafiles.ensure(no_data_env, download=False)
-    assert datafiles.missing_files(no_data_env) == []
+def test_first_run_downloads_into_the_default_folder(default_data_folder, monkeypatch, capsys):
+    monkeypatch.setattr(MNIST, "download", lambda self: fake_mnist(default_data_folder))
+    assert datafiles.resolve_root(None) == default_data_folder
+    datafiles.ensure(default_data_folder, download=False)
+    assert datafiles.missing_files(default_data_folder) == []
     captured = capsys.readouterr()
     assert captured.out == "" and "downloaded MNIST" in captured.err  # stdout stays clean
 

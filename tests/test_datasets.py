@@ -240,27 +240,16 @@ def test_memory_is_estimated_for_the_dataset_inputs(tmp_path, monkeypatch, capsy
 # --- downloads (torchvision's downloaders replaced by writers of generated files) ------------
 
 
-@pytest.fixture
-def default_folder(monkeypatch, tmp_path):
-    """No $DECENTRAL_DATA, and the default folder (filled on first use) in tmp_path."""
-    from decentral import datafiles
-
-    monkeypatch.delenv("DECENTRAL_DATA", raising=False)
-    default = tmp_path / "cache" / "decentral" / "data"
-    monkeypatch.setattr(datafiles, "default_root", lambda: default)
-    return default
-
-
 @pytest.mark.parametrize("name", ["kmnist", "cifar10"])
-def test_a_first_run_downloads_the_dataset_into_the_default_folder(name, default_folder, monkeypatch, capsys):
+def test_a_first_run_downloads_the_dataset_into_the_default_folder(name, default_data_folder, monkeypatch, capsys):
     cls = getattr(torchvision.datasets, get(name).torchvision_class)
     monkeypatch.setattr(cls, "download", lambda self: make_dataset(name, self.root, 100, 20))
     if name == "cifar10":  # our files are not the release's: skip its md5 check after the download
         monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
-    train, test = load(name, default_folder)
+    train, test = load(name, default_data_folder)
     assert len(train.y) == 100 and len(test.y) == 20
     captured = capsys.readouterr()
-    assert captured.out == "" and f"downloaded {get(name).title} into {get(name).raw_folder(default_folder)}" \
+    assert captured.out == "" and f"downloaded {get(name).title} into {get(name).raw_folder(default_data_folder)}" \
         in captured.err
 
 
