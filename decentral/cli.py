@@ -39,7 +39,8 @@ def _job(name: str):
 def _add_run(sub) -> None:
     from .config import RunConfig, add_flags
 
-    p = sub.add_parser("run", help="train N coupled units on an image dataset, MNIST by default (local engine or Ray)",
+    p = sub.add_parser("run", help="train N coupled units on an image dataset, MNIST by default "
+                       "(local engine or Ray)",
                        description="Train N class-private units coupled by Eq. 2 and measure them.")
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file whose keys match the flags")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
