@@ -238,3 +238,14 @@ def test_a_ray_sweep_refuses_a_model_registered_in_this_process_only():
     models.register("only_here", models.small_cnn)
     with pytest.raises(decentral.UserInputError, match="--model only_here is registered in this process only"):
         decentral.api.sweep(model="only_here", backend="ray", sigma=[0.0], depth=[1], out="never")
+
+
+def test_a_cnn_continued_from_its_saved_parameters_ends_where_one_longer_run_ends(synthetic_data, tmp_path):
+    """A generic step is a pure function of (theta, batch): --init-from continues bitwise."""
+    import decentral
+
+    base = dict(model="cnn", units=4, sigma=20.0, test_samples=50, eval_every=10, seed=5)
+    decentral.run(base, transient=10, steps=10, data=synthetic_data, out=str(tmp_path / "a"))
+    continued = decentral.run(base, transient=0, steps=20, init_from=str(tmp_path / "a"), data=synthetic_data)
+    longer = decentral.run(base, transient=10, steps=30, data=synthetic_data)
+    assert torch.equal(continued.params, longer.params)
