@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 
-import pytest
 from torchvision.datasets import MNIST
 
 from decentral import datafiles
