@@ -12,8 +12,6 @@ from ..sweep import run_sweep
 from ..sweep.config import load_sweep_config
 from .common import COMMAND_KEYS, print_json
 
-__all__ = ["main", "run_sweep"]
-
 
 def main(args) -> int:
     """`decentral sweep`: run or resume the sweep; its report printed or as JSON."""
