@@ -20,6 +20,7 @@ from decentral.ensemble import init_ensemble, make_ensemble_stepper
 from decentral.evaluation import make_evaluator
 from decentral.functional import FUNCTIONAL, ModuleArch
 from decentral.model import Architecture, loss_and_grad
+from decentral.observables import cross_scores
 from decentral.topology import Coupling, mean_field
 
 HYPER = Hyper(lr=0.05, weight_decay=1e-3, batch_size=8)
@@ -52,7 +53,8 @@ def test_generic_loss_and_grad_equal_the_mlp_reference(synthetic_data):
 @pytest.mark.parametrize("graph", ["mean-field", "ring"])
 def test_generic_path_equals_the_mlp_fast_path(synthetic_data, graph):
     """30 coupled steps of the generic path on an MLP equal the fast path's (numba kernel where
-    it runs, else the PyTorch one) to 1e-5, D = 0, 1, 2, and so do the observables."""
+    it runs, else the PyTorch one) to 1e-5, D = 0, 1, 2, and so do the observables (both
+    evaluation schemes) and L_x, A_x."""
     train, test = synthetic_data
     shards = partition(train, 5, "class", seed=0)
     q = mean_field(5) if graph == "mean-field" else _ring(5)
@@ -63,14 +65,17 @@ def test_generic_path_equals_the_mlp_fast_path(synthetic_data, graph):
         state = init_state(arch, [7], 5)
         fast = make_stepper(arch, shards, coupling, sigma, [7], HYPER).advance(state, 30)
         stepper = make_stepper(generic, shards, coupling, sigma, [7], HYPER)
-        assert isinstance(stepper.step_fn, object) and backends.select("cpu", arch=generic) is FUNCTIONAL
+        assert backends.select("cpu", arch=generic) is FUNCTIONAL
         got = stepper.advance(state, 30)
         diff = (got.theta - fast.theta).abs().max()
         assert diff < 1e-5, (depth, graph, float(diff))
-        want = make_evaluator(arch, test, "full", 10)(fast.theta)
-        have = make_evaluator(generic, test, "full", 10)(got.theta)
-        for key in want:
-            assert np.allclose(have[key], want[key], atol=1e-5), key
+        for scheme in ("full", "rotating"):
+            want = make_evaluator(arch, test, scheme, 2)(fast.theta)
+            have = make_evaluator(generic, test, scheme, 2)(got.theta)
+            for key in want:
+                assert np.allclose(have[key], want[key], atol=1e-5), (scheme, key)
+        for mine, theirs in zip(cross_scores(generic, got.theta, test), cross_scores(arch, fast.theta, test)):
+            assert torch.allclose(mine, theirs, atol=1e-5)  # L_x, A_x [1, N, C]
 
 
 def test_generic_init_draws_each_unit_from_its_own_stream():
