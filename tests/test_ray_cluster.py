@@ -8,6 +8,7 @@ stop every Ray on the machine, is never used).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -59,13 +60,14 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture
-def two_node_cluster(tmp_path):
+@contextlib.contextmanager
+def _cluster(tmp_path, head_cpus: int = 1):
+    """A head on 127.0.0.2 and a worker on 127.0.0.3 (1 CPU): (address, env, [head, worker])."""
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     temp = Path("/tmp") / f"dc-ray-{secrets.token_hex(3)}"  # short: unix socket paths are limited
     procs = []
     try:
-        head = _start(["--head", f"--port={PORT}", "--num-cpus=1", "--node-ip-address=127.0.0.2",
+        head = _start(["--head", f"--port={PORT}", f"--num-cpus={head_cpus}", "--node-ip-address=127.0.0.2",
                        "--include-dashboard=false", f"--temp-dir={temp}"], env, tmp_path / "head.log")
         procs.append(head)
         _wait_for(tmp_path / "head.log", "Ray runtime started", head)
@@ -73,10 +75,16 @@ def two_node_cluster(tmp_path):
                         env, tmp_path / "worker.log")
         procs.append(worker)
         _wait_for(tmp_path / "worker.log", "Ray runtime started", worker)
-        yield f"127.0.0.2:{PORT}", env
+        yield f"127.0.0.2:{PORT}", env, procs
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    with _cluster(tmp_path) as (address, env, _):
+        yield address, env
 
 
 def _decentral(args: list[str], env: dict, timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -140,3 +148,40 @@ def test_thousand_units_on_two_nodes_equal_the_local_engine(two_node_cluster, mn
     ray_theta, local_theta = load(tmp_path / "ray").theta, load(tmp_path / "local").theta  # [N, P]
     assert ray_theta.shape == local_theta.shape == (1000, 15910)
     assert float((ray_theta - local_theta).abs().max()) <= 1e-5
+
+
+KILL_NODE_DRIVER = """
+import json, os, signal, sys
+sys.path.insert(0, "tests")
+import conftest
+from test_ray_backend import config, make_problem, ray_run
+
+address, worker_pgid = sys.argv[1], int(sys.argv[2])
+problem = make_problem((conftest.synthetic_split(10, 40, seed=1), conftest.synthetic_split(10, 10, seed=2)))
+cfg = config(address=address, units_per_actor=2, actor_cpus=1.0, checkpoint_every=5)
+killed = []
+
+def kill_worker_node(block, handles):
+    if block == 1:
+        os.killpg(worker_pgid, signal.SIGKILL)
+        killed.append(block)
+
+theta, _, extra = ray_run(problem, cfg, on_advance=kill_worker_node)
+reference, _, _ = ray_run(problem, cfg)
+print(json.dumps({"killed": killed, "restarts": extra["restarts"], "nodes": extra["nodes"],
+                  "diff": float((theta - reference).abs().max())}))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_worker_node_is_replaced_on_the_remaining_node(tmp_path):
+    """SIGKILL the worker node's whole process group mid-run: its actor is replaced on the head
+    (2 CPUs), the gloo group is rebuilt, and the run ends with an undisturbed run's numbers."""
+    with _cluster(tmp_path, head_cpus=2) as (address, env, procs):
+        env = {**env, "DECENTRAL_RAY_NODE_IP": "127.0.0.2"}
+        out = subprocess.run([sys.executable, "-c", KILL_NODE_DRIVER, address, str(procs[1].pid)], env=env,
+                             timeout=600, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["killed"] == [1] and result["restarts"] == 1 and result["nodes"] == 2
+    assert result["diff"] == 0.0
