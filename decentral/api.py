@@ -147,7 +147,7 @@ def theory(config=None, /, *, topology: str | None = None, **kwargs) -> pd.DataF
     if topology:
         from .topology import Coupling
 
-        values["q"] = Coupling.from_file(topology, int(values.get("n_units", 200))).matrix()
+        values["q"] = Coupling.from_file(topology, int(values.get("n_units", TheoryConfig.n_units))).matrix()
     try:
         cfg = TheoryConfig(**values)
     except (TypeError, ValueError) as err:

@@ -140,7 +140,7 @@ class TheoryFlags:
     """`decentral theory`'s flags (the same dataclass-to-flags machinery as `decentral run`);
     the CLI turns them into a TheoryConfig, whose defaults they share."""
 
-    depth: str = _f("0,1,2", "comma-separated depths D")
+    depth: str = _f(",".join(map(str, TheoryConfig.depths)), "comma-separated depths D")
     sigma: str | None = _f(None, "comma-separated couplings sigma (default: the --sigma-grid)")
     sigma_grid: str = _f("paper", "the authors' 60-value grid, unless --sigma is given", choices=("paper",))
     realizations: int = _f(TheoryConfig.realizations, "quenched realizations averaged over")
