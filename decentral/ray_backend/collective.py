@@ -4,7 +4,8 @@ Ray stays the control plane (placement, data loading, stats, checkpoints, restar
 coupling step the actors exchange tensors over one gloo process group, rank a = actor index a,
 world = number of actors, set up the way Ray Train sets up its groups: rank 0 hosts the
 rendezvous (a `TCPStore` on its node address) and the driver hands that address to every rank.
-Rank 0 relays no parameters: the store only carries gloo's connection set-up.
+The store only carries gloo's connection set-up; rank 0 is then a peer like any other (no
+parameter server: in the all-reduce it swaps with its partners exactly as every rank does).
 
 Only the node address ever listens: the store's socket is bound here to the node address
 (passed to `TCPStore` as `master_listen_fd`; TCPStore alone binds the wildcard address) and
