@@ -150,6 +150,13 @@ def test_missing_files_name_the_files_and_the_folder(name, folder, files, tmp_pa
     assert f"{get(name).title} files missing in {tmp_path / folder}: {files}" in line and "--download" in line
 
 
+def test_a_sweep_without_its_dataset_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert_one_line_error(["sweep", "--dataset", "kmnist", "--data-root", tmp_path, "--out", out, "--sigma", "1",
+                           "--depth", "1", "--quiet"], capsys, "KMNIST files missing in")
+    assert not out.exists()
+
+
 def test_a_failed_download_is_one_line(tmp_path, monkeypatch, capsys):
     def offline(self):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")

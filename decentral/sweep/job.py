@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import resources
+from .. import datafiles, resources
 from ..data import Split, load, resolve_data_root
 from ..datasets import get as get_dataset
 from ..eventlog import check_log_dir
@@ -99,6 +99,8 @@ def _run_sweep(cfg: SweepConfig, data: tuple[Split, Split] | None) -> SweepRepor
                         dense_coupling=resources.dense_coupling(cfg.topology, cfg.units),
                         n_in=get_dataset(cfg.dataset).n_inputs)
     check_log_dir(cfg.log_tensorboard)  # before any work
+    if data is None and cfg.backend == "local" and not cfg.resume:  # a new sweep: its data, before its directory
+        datafiles.ensure(resolve_data_root(cfg.data_root), cfg.download, cfg.dataset)
     couplings = load_couplings(cfg)
     science = science_dict(cfg, topology_digests(couplings))
     root = open_store(cfg.out, science, config_hash(science), cfg.resume)
