@@ -209,6 +209,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def parse_list(text: str, kind, flag: str) -> list:
+    """Comma-separated values ("0.1,1,10") of `kind` (float or int); fails with a one-line error."""
+    items = [item.strip() for item in str(text).strip("[] ").split(",") if item.strip()]
+    try:
+        values = [kind(float(item)) if kind is int and float(item).is_integer() else kind(item) for item in items]
+    except ValueError:
+        raise UserInputError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    if not values:
+        raise UserInputError(f"{flag}: empty list")
+    return values
+
+
 def validate_fields(cfg) -> None:
     """Types and signs common to all configs: numbers finite and non-negative, choices kept."""
     for f in dataclasses.fields(cfg):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sweep.grids import parse_list
+from ..config import parse_list
 
 
 def main(args) -> int:

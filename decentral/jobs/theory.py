@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import parse_list
 from ..errors import UserInputError
 from ..storage import atomic_dir, atomic_write_bytes, check_output_dir, check_output_file
 from ..theory import TheoryConfig, learning_path, load_delta, paper_sigma_grid, run_theory
@@ -57,22 +58,12 @@ def _check_outputs(flags: TheoryFlags) -> None:
         check_output_dir(flags.plot, flags.overwrite, flag="--plot")
 
 
-def _float_list(text: str, name: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserInputError(f"--{name} must be a comma-separated list of numbers, got {text!r}")
-    if not values:
-        raise UserInputError(f"--{name} is an empty list")
-    return values
-
-
 def theory_config(flags: TheoryFlags) -> tuple[TheoryConfig, Coupling | None]:
     """The TheoryConfig of the flags, and the Coupling of --topology (None: mean field)."""
-    depths = _float_list(flags.depth, "depth")
+    depths = parse_list(flags.depth, float, "--depth")
     if any(d != int(d) for d in depths):
         raise UserInputError(f"--depth must list integers, got {flags.depth!r}")
-    sigmas = _float_list(flags.sigma, "sigma") if flags.sigma is not None else paper_sigma_grid()
+    sigmas = parse_list(flags.sigma, float, "--sigma") if flags.sigma is not None else paper_sigma_grid()
     protocols = ("non-adiabatic", "adiabatic") if flags.protocol == "both" else (flags.protocol,)
     delta = load_delta(flags.delta) if flags.delta else None
     n_units = flags.units

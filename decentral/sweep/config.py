@@ -13,9 +13,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..config import BUILTIN_MODELS, RunConfig, SharedConfig, _f, _flag, merge, to_dict
+from ..config import BUILTIN_MODELS, RunConfig, SharedConfig, _f, _flag, merge, parse_list, to_dict
 from ..errors import UserInputError
-from .grids import named_grid, parse_list
+from .grids import named_grid
 
 PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
 LIST_FIELDS = ("sigma", "depth", "topology", "adiabatic_depths")
