@@ -131,9 +131,20 @@ class LocalGrad:
         return loss
 
 
+UNIT_RUN = 16  # consecutive units per run of the sparse form's shuffled order
+
+
 @functools.lru_cache(maxsize=8)
 def _unit_order(units: int, shuffled: bool) -> np.ndarray:
-    order = np.random.default_rng(0).permutation(units) if shuffled else np.arange(units)
+    """0..U-1, or in sparse form runs of UNIT_RUN consecutive units in a fixed shuffled order:
+    the runs even out the threads' shares, and within a run a lattice-like graph's neighbour
+    rows were read for the previous units and are still in cache."""
+    if not shuffled:
+        order = np.arange(units)
+    else:
+        runs = np.arange(0, units, UNIT_RUN)
+        starts = runs[np.random.default_rng(0).permutation(len(runs))]
+        order = np.concatenate([np.arange(s, min(s + UNIT_RUN, units)) for s in starts])
     order.flags.writeable = False
     return order
 
