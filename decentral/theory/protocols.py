@@ -57,7 +57,7 @@ def _integrate_rows(cfg, depth, delta, sigma, m0):
     """Integrate rows (delta [M, N], sigma [M], m0 [M, N]); features [M, T, 3], y_final, steps.
     Mean field runs the compiled per-row RK45, any other Q the batched NumPy one (the same
     algorithm; the tests hold them to each other)."""
-    if cfg.q is None and compiled.available():
+    if _compiled_rows(cfg):
         sol = compiled.integrate_mean_field(depth, delta, sigma, cfg.gamma, m0, cfg.t_end,
                                             cfg.t_eval, cfg.sample_from, cfg.rtol, cfg.atol)
         return sol.samples, sol.y_final, sol.n_steps + sol.n_rejected
@@ -87,12 +87,21 @@ def _non_adiabatic_task(cfg, depth, sigma_indices, delta):
 
 MIN_SIGMA_TASKS = 8  # non-adiabatic tasks per depth, at least (while the grid allows)
 ADIABATIC_BLOCK_ROWS = 64  # realizations carried together through the grid, at least
+COMPILED_BLOCK_ROWS = 16  # the same for the compiled integrator (no batches to keep large)
+
+
+def _compiled_rows(cfg) -> bool:
+    """True where the compiled per-row integrator runs (mean field): tasks may then be small,
+    which evens out the workers' shares, and rows give the same numbers in any grouping."""
+    return cfg.q is None and compiled.available()
 
 
 def _sigma_blocks(cfg) -> list[np.ndarray]:
     """Consecutive sigma indices per task: about two batches of rows each, and enough tasks
     to keep workers busy. Independent of the worker count: rows are batched the same way
     (and so rounded the same way) whichever process integrates them."""
+    if _compiled_rows(cfg):  # rows are integrated one by one: one coupling per task
+        return np.array_split(np.arange(cfg.sigmas.size), cfg.sigmas.size)
     per_task = max(1, -(-2 * cfg.chunk_rows // cfg.realizations))
     per_task = min(per_task, max(1, cfg.sigmas.size // MIN_SIGMA_TASKS))
     return np.array_split(np.arange(cfg.sigmas.size), -(-cfg.sigmas.size // per_task))
@@ -101,7 +110,8 @@ def _sigma_blocks(cfg) -> list[np.ndarray]:
 def _realization_blocks(cfg) -> list[np.ndarray]:
     """Realizations per adiabatic task (sequential in sigma): split only while batches stay
     large; independent of the worker count, as :func:`_sigma_blocks`."""
-    n_blocks = max(1, cfg.realizations // ADIABATIC_BLOCK_ROWS)
+    rows = COMPILED_BLOCK_ROWS if _compiled_rows(cfg) else ADIABATIC_BLOCK_ROWS
+    n_blocks = max(1, cfg.realizations // rows)
     return np.array_split(np.arange(cfg.realizations), n_blocks)
 
 
@@ -168,9 +178,11 @@ def _submit(cfg: TheoryConfig, pool, depth: int, protocol: str):
     """Queue the tasks of one (depth, protocol); returns a function that gathers them."""
     delta = disorder(cfg, depth)
     if protocol == "non-adiabatic":
-        futures = [pool.submit(_non_adiabatic_task, cfg, depth, block, delta)
-                   for block in _sigma_blocks(cfg)]
-        return lambda: _Observed(*np.concatenate([f.result() for f in futures]).transpose(1, 0, 2))
+        blocks = _sigma_blocks(cfg)  # queued largest sigma first: the costliest start early
+        futures = {k: pool.submit(_non_adiabatic_task, cfg, depth, blocks[k], delta)
+                   for k in reversed(range(len(blocks)))}
+        return lambda: _Observed(*np.concatenate([futures[k].result() for k in range(len(blocks))])
+                                 .transpose(1, 0, 2))
     futures = [pool.submit(_adiabatic_task, cfg, depth, rows, delta[rows])
                for rows in _realization_blocks(cfg)]
     return lambda: _Observed(*np.concatenate([f.result() for f in futures], axis=2))
