@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,22 @@ def synthetic_split(n_classes: int, per_class: int, n_in: int = 784, seed: int =
     y = torch.arange(n_classes).repeat_interleave(per_class)
     x = (centres[y] + 0.3 * torch.randn(len(y), n_in, generator=gen)).clamp(0, 1)
     return Split(x.float(), y)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_example(mnist_root):
+    """run_example(name, out): experiments/<name> run with OUT as its argument, as a user would,
+    on the test MNIST; asserts it exits 0 and returns the completed process."""
+    def run(name: str, out: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, str(REPO / "experiments" / name), str(out)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,6 @@ exceptions, round trips through the run directory, and the example script."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,7 +11,6 @@ import torch
 import decentral
 from decentral.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(units=4, transient=20, steps=40, eval_every=20, test_samples=200, seed=2)
 
 
@@ -85,10 +80,7 @@ def test_api_names_and_packages_are_plain():
     assert decentral.theory.TheoryConfig is decentral.TheoryConfig and not callable(decentral.sweep)
 
 
-def test_the_api_example_runs(mnist_root, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "api_example.py"), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_the_api_example_runs(run_example, tmp_path):
+    done = run_example("api_example.py", tmp_path)
     assert "refused: --units must be >= 1, got 0" in done.stdout and "continued from step 60" in done.stdout
     assert (tmp_path / "run" / "params.safetensors").is_file() and (tmp_path / "sweep" / "results.parquet").is_file()

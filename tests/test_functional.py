@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,12 +167,8 @@ def test_coupling_raises_cnn_accuracy_on_class_private_mnist_shards(mnist_root):
     assert alone == pytest.approx(0.1, abs=0.02) and coupled > alone + 0.08, (alone, coupled)
 
 
-def test_the_models_example_runs(mnist_root, tmp_path):
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "DECENTRAL_DATA": mnist_root, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(repo / "experiments" / "models_example.py"), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_the_models_example_runs(run_example, tmp_path):
+    done = run_example("models_example.py", tmp_path)
     assert "cnn: 9098 parameters per unit" in done.stdout and "tiny_convnet: 90 parameters" in done.stdout
     assert (tmp_path / "cnn" / "params.safetensors").is_file() and (tmp_path / "sweep" / "results.parquet").is_file()
 
