@@ -125,6 +125,10 @@ def test_sweep_extends_by_seeds_without_recomputing(tmp_path, synthetic_data):
     after = {p.name: p.read_bytes() for p in (tmp_path / "sweep" / "points").glob("*.json")}
     assert all(after[name] == data for name, data in before.items())  # seed 0 untouched
     assert run_sweep(dataclasses.replace(one, resume=True), synthetic_data).finished_points == 0  # a subset
+    last = dataclasses.replace(one, seed=2, resume=True)  # another process's share: seed 2 alone
+    assert run_sweep(last, synthetic_data).finished_points == 0
+    with pytest.raises(UserInputError, match="different config.*seed"):  # seeds 2-3: not a subset
+        run_sweep(dataclasses.replace(last, seeds=2), synthetic_data)
     assert json.loads(manifest.read_text())["config"]["seeds"] == [0, 1, 2]
     with pytest.raises(UserInputError, match="different config.*eval_folds"):
         run_sweep(dataclasses.replace(three, eval_folds=1), synthetic_data)

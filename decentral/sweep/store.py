@@ -70,13 +70,14 @@ def _has_results(root: Path) -> bool:
 
 
 def _reconcile(root: Path, old: dict, science: dict, digest: str) -> dict | None:
-    """Accept a config that differs from the directory's only in its seeds, one list holding the
-    other (points are per seed, so nothing is recomputed): more seeds extend the manifest (the
-    new manifest is returned), fewer run a part of it (None). Any other difference is refused,
-    naming the keys."""
+    """Accept a config that differs from the directory's only in its seeds (`seed` and `seeds`),
+    one seed list holding the other (points are per seed, so nothing is recomputed): more seeds
+    extend the manifest (the new manifest is returned), fewer run a part of it (None), so that
+    several processes or machines can share one directory, a seed range each (`--seed 2 --seeds
+    1`). Any other difference is refused, naming the keys."""
     new = json.loads(json.dumps(json_safe(science)))
     diff = _differences(old.get("config", {}), new)
-    if diff == ["seeds"]:
+    if diff and set(diff) <= {"seed", "seeds"}:
         old_seeds, new_seeds = set(old["config"]["seeds"]), set(new["seeds"])
         if old_seeds < new_seeds:
             return {**old, "hash": digest, "config": science}
