@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from decentral import topology
-from decentral.data import Split, make_shards
+from decentral.data import make_shards
 from decentral.model import Architecture
 from decentral import observables
 from decentral.ray_backend import plan
