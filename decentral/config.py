@@ -16,11 +16,10 @@ from pathlib import Path
 from .datasets import DEFAULT as DEFAULT_DATASET
 from .datasets import NAMES as DATASET_NAMES
 from .errors import UserInputError
+from .models import NAMES as MODEL_NAMES  # the model registry (a live read-only view)
 from .storage import tomllib  # tomllib, or tomli before Python 3.11
 
 
-BUILTIN_MODELS = ("mlp", "cnn")  # unit models every process knows (decentral.models)
-MODELS = list(BUILTIN_MODELS)  # and those this process registered (the Python API may add names)
 KERNELS = ("auto", "numba", "torch")  # gradient backends of the `kernels` field (decentral.backends)
 
 # A run with --out and no --checkpoint-every checkpoints into it at the end of the first block
@@ -73,7 +72,7 @@ class SharedConfig:
     width: int = _f(20, "neurons per hidden layer (paper: 20)")
     model: str = _f("mlp", "unit model: mlp (the paper's, D hidden layers of --width; fast kernels) or cnn "
                     "(2 conv layers + linear head, stepped with torch.func; --depth, --width unused)",
-                    choices=MODELS)
+                    choices=MODEL_NAMES)
     lr: float = _f(Hyper.lr, "SGD learning rate eta (paper: 0.005)")
     weight_decay: float = _f(Hyper.weight_decay, "L2 weight decay gamma, in the local gradient only (paper: 1e-3)")
     batch_size: int = _f(Hyper.batch_size, "images per SGD batch, drawn from the unit's own shard (paper: 32)")

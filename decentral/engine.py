@@ -133,8 +133,8 @@ def make_stepper(
     for the shards' device and dtype, and the arch: torch.func for a generic model). Whether the fused kernel runs (the backend) and Eq. 2's
     form (the coupling's kind, `decentral.forms`) are decided here, once.
     """
-    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype, arch=arch)
-    if backend.fuses_coupling and isinstance(arch, Architecture):  # gradient and Eq. 2 in one pass
+    backend = arch.gradient_backend(backend or backends.select(shards.train.x.device, shards.train.x.dtype))
+    if backend.fuses_coupling:  # gradient and Eq. 2 in one pass
         return FusedKernel(arch, shards, seeds, coupling, sigma, hyper, backend)
     apply = step_apply(coupling, sigma, shards.n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)
     batches = batch_source(shards, seeds, hyper.batch_size, hyper.batches)

@@ -79,8 +79,8 @@ def make_ensemble_stepper(arch: Architecture, shards: Shards, coupling: Coupling
     coupling: one Coupling for all replicas or one per replica [R]; sigma [R, 1, 1]; seeds [K] distinct.
     """
     n_units, n_seeds = shards.n_units, len(seeds)
-    backend = backend or backends.select(shards.train.x.device, shards.train.x.dtype, arch=arch)
-    if backend.fuses_coupling and isinstance(arch, Architecture):  # CPU kernels: one pass per unit beats shared GEMMs
+    backend = arch.gradient_backend(backend or backends.select(shards.train.x.device, shards.train.x.dtype))
+    if backend.fuses_coupling:  # CPU kernels: one pass per unit beats shared GEMMs
         return FusedKernel(arch, shards, [s for s in seeds for _ in range(per_seed)], coupling, sigma, hyper,
                            backend)
     apply = step_apply(coupling, sigma, n_units, hyper.lr, hyper.weight_decay, shards.train.x.device)

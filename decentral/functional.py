@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from .errors import UserInputError
+
 Factory = Callable[[tuple, int], torch.nn.Module]  # (input_shape, n_classes) -> a fresh module
 EVAL_UNIT_IMAGES = 8192  # unit x image pairs per evaluation chunk (bounds activation memory)
 
@@ -46,6 +48,11 @@ class ModuleArch:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"model factory {self.name!r} returned {type(module).__name__}, not an nn.Module")
         return module.float().eval()
+
+    def gradient_backend(self, chosen) -> "FunctionalBackend":
+        """torch.func steps every generic model, whatever backend `chosen` the device and
+        --kernels picked for the MLP (`model.Architecture.gradient_backend`)."""
+        return FUNCTIONAL
 
     def describe(self) -> dict:
         """What params.safetensors records of the architecture."""
@@ -122,7 +129,8 @@ class ModuleArch:
         """A module's parameters as one row [P], checked against the template's layout."""
         params = list(module.named_parameters())
         if [n for n, _ in params] != self.names or [tuple(p.shape) for _, p in params] != self.shapes:
-            raise ValueError(f"model factory {self.name!r} built modules of different structures")
+            raise UserInputError(f"model factory {self.name!r} built modules of different structures "
+                                 f"(each call must return the same parameter names and shapes)")
         return torch.cat([p.detach().reshape(-1) for _, p in params]).float()
 
 

@@ -12,6 +12,7 @@ autograd's per-op overhead dominates.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,40 @@ class Architecture:
         net = torch.nn.Sequential(*mods).to(row.device, row.dtype)
         torch.nn.utils.vector_to_parameters(row.detach().clone(), net.parameters())
         return net
+
+    # The contract every architecture keeps (`functional.ModuleArch` is the generic one), so
+    # callers never ask which kind they hold.
+
+    def gradient_backend(self, chosen):
+        """The gradient backend that steps these units: `chosen`, the one `backends.select` picked
+        for the device and --kernels (the MLP runs on all of them)."""
+        return chosen
+
+    def loss_and_grad(self, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True):
+        """Loss [U] and gradient [U, P] on the PyTorch path (:func:`loss_and_grad`)."""
+        return _mlp_loss_and_grad(self, theta, x, y, with_loss)
+
+    def per_sample_scores(self, theta: torch.Tensor, x, y: torch.Tensor):
+        """Cross-entropy [U, T] and correctness [U, T] (:func:`per_sample_scores`)."""
+        return _mlp_scores(self, theta, x, y)
+
+    def init_params(self, generators: list[torch.Generator], scheme: str) -> torch.Tensor:
+        """Initial parameters [U, P] (:func:`init_params`)."""
+        return _mlp_init(self, generators, scheme)
+
+    def describe(self) -> dict:
+        """What params.safetensors records of the architecture."""
+        return {"kind": "mlp", "depth": self.depth, "width": self.width, "n_in": self.n_in,
+                "n_out": self.n_out, "n_params": self.n_params}
+
+    def layout(self) -> list[dict]:
+        """Name, shape and offset in a row of every parameter tensor, in storage order."""
+        layout, offset = [], 0
+        for i, (fan_in, fan_out) in enumerate(self.layer_shapes):
+            for name, shape in ((f"layers.{i}.weight", [fan_out, fan_in]), (f"layers.{i}.bias", [fan_out])):
+                layout.append({"name": name, "shape": shape, "offset": offset})
+                offset += math.prod(shape)
+        return layout
 
 
 def forward(arch: Architecture, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -173,22 +208,23 @@ def _row_numbers(units: int, batch: int, device: torch.device) -> torch.Tensor:
     return torch.arange(units * batch, device=device).view(units, batch)
 
 
-def loss_and_grad(
-    arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Mean cross-entropy per unit [U] and its gradient [U, P] (no weight decay).
+def loss_and_grad(arch, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True,
+                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Mean cross-entropy per unit [U] and its gradient [U, P] (no weight decay), as the
+    architecture computes it (`Architecture`: below; `functional.ModuleArch`: torch.func).
 
     theta [U, P], x [U, B, n_in] or UnitBatches (or an object with its forward/weight_grad
     contract), y [U, B] (class indices). with_loss=False skips the loss (returns None for it).
-
-    A generic model (`functional.ModuleArch`, not an MLP) computes it with torch.func instead.
-    The PyTorch reference of every gradient backend (`decentral.backends`): the first layer
-    runs as batched GEMMs through the inputs' contract, the layers above as PyTorch ops;
-    activations are kept transposed, [U, width, B], so every product is W @ h with W as stored
-    (faster than h @ W^T for these thin layers).
     """
-    if not isinstance(arch, Architecture):
-        return arch.loss_and_grad(theta, x, y, with_loss)
+    return arch.loss_and_grad(theta, x, y, with_loss)
+
+
+def _mlp_loss_and_grad(arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor, with_loss: bool = True,
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """:func:`loss_and_grad` of the MLP: the PyTorch reference of every gradient backend
+    (`decentral.backends`). The first layer runs as batched GEMMs through the inputs' contract,
+    the layers above as PyTorch ops; activations are kept transposed, [U, width, B], so every
+    product is W @ h with W as stored (faster than h @ W^T for these thin layers)."""
     inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
     if theta.stride(-1) != 1:
         theta = theta.contiguous()
@@ -232,28 +268,32 @@ def _minus_ones(shape: tuple, dtype: torch.dtype, device: torch.device) -> torch
     return torch.full(shape, -1.0, dtype=dtype, device=device)
 
 
-def per_sample_scores(
-    arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_scores(arch, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy [U, T] and correctness [U, T] of every unit on shared test data x [T, n_in]
-    (or its :func:`shared_inputs`); a generic model (`functional.ModuleArch`) scores itself."""
-    if not isinstance(arch, Architecture):
-        return arch.per_sample_scores(theta, x, y)
+    (or its :func:`shared_inputs`), as the architecture computes them."""
+    return arch.per_sample_scores(theta, x, y)
+
+
+def _mlp_scores(arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_sample_scores` of the MLP."""
     logits = transposed_logits(arch, theta, x)  # [U, C, T]
     loss = F.cross_entropy(logits, y.expand(logits.shape[0], -1), reduction="none")
     correct = (logits.max(dim=1).indices == y).to(theta.dtype)  # argmax (first max) over classes
     return loss, correct
 
 
-def init_params(arch: Architecture, generators: list[torch.Generator], scheme: str) -> torch.Tensor:
-    """Initial parameters [U, P], unit u drawn from its own generators[u] (CPU, float32).
+def init_params(arch, generators: list[torch.Generator], scheme: str) -> torch.Tensor:
+    """Initial parameters [U, P], unit u drawn from its own generators[u] (CPU, float32), as the
+    architecture draws them. The MLP's:
 
     scheme "pytorch": nn.Linear's default, weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     (kaiming_uniform with a=sqrt(5)); scheme "normal": every parameter N(0, 1) (the paper's text).
-    A generic model (`functional.ModuleArch`) initializes itself from the same generators.
     """
-    if not isinstance(arch, Architecture):
-        return arch.init_params(generators, scheme)
+    return arch.init_params(generators, scheme)
+
+
+def _mlp_init(arch: Architecture, generators: list[torch.Generator], scheme: str) -> torch.Tensor:
+    """:func:`init_params` of the MLP."""
     rows = []
     for gen in generators:
         parts = []

@@ -7,26 +7,31 @@
 The Python API registers any other `nn.Module` factory by name (`register`), and runs, sweeps
 and the Ray backend then take that name like a built-in one (in this process; Ray actors and
 sweep tasks unpickle the architecture with its factory).
+
+This module is the one registry of model names: the config validates `model` against `NAMES`,
+a read-only live view of it. So that the config can do so cheaply, torch and the architectures
+are imported only when a model is built.
 """
 
 from __future__ import annotations
 
 import math
+import types
+from typing import Callable
 
-import torch
-
-from .config import MODELS
 from .errors import UserInputError
-from .functional import Factory, ModuleArch
-from .model import Architecture
 
-_FACTORIES: dict[str, Factory] = {}  # name -> factory(input_shape, n_classes), "mlp" excepted
+MLP = "mlp"  # the paper's MLP: no factory, `model.Architecture`
+_FACTORIES: dict[str, Callable | None] = {MLP: None}  # name -> factory(input_shape, n_classes) -> nn.Module
+NAMES = types.MappingProxyType(_FACTORIES)  # every model name this process knows (read only, live)
 
 
-def small_cnn(input_shape: tuple, n_classes: int) -> torch.nn.Module:
+def small_cnn(input_shape: tuple, n_classes: int):
     """Two 3x3 convolutions of stride 2 (8 and 16 channels, ReLU each) and a linear head:
     9,098 parameters on 1x28x28 images, 11,642 on 3x32x32 (strides instead of pooling: a
     quarter of the arithmetic and the activations of stride-1 convolutions with 2x2 pooling)."""
+    import torch
+
     channels, height, width = input_shape
     return torch.nn.Sequential(
         torch.nn.Conv2d(channels, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
@@ -34,11 +39,13 @@ def small_cnn(input_shape: tuple, n_classes: int) -> torch.nn.Module:
         torch.nn.Flatten(), torch.nn.Linear(16 * (-(-height // 4)) * (-(-width // 4)), n_classes))
 
 
-def mlp_factory(depth: int, width: int = 20) -> Factory:
+def mlp_factory(depth: int, width: int = 20) -> Callable:
     """The paper's MLP as a plain nn.Sequential factory (what the fast paths compute; for tests
     and benchmarks of the generic path). Same parameter order as `model.Architecture`."""
 
-    def build(input_shape: tuple, n_classes: int) -> torch.nn.Module:
+    def build(input_shape: tuple, n_classes: int):
+        import torch
+
         sizes = [math.prod(input_shape)] + [width] * depth + [n_classes]
         layers: list[torch.nn.Module] = [torch.nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -49,35 +56,27 @@ def mlp_factory(depth: int, width: int = 20) -> Factory:
     return build
 
 
-def register(name: str, factory: Factory) -> str:
+def register(name: str, factory: Callable) -> str:
     """Make `factory(input_shape, n_classes) -> nn.Module` the model `name` (in this process);
     returns the name. "mlp" stays the paper's fast MLP."""
     if not callable(factory):
         raise UserInputError(f"model {name!r}: the factory must be callable, got {type(factory).__name__}")
-    if name == "mlp" or not name or not isinstance(name, str):
+    if name == MLP or not name or not isinstance(name, str):
         raise UserInputError(f"model name {name!r} is reserved or empty; choose another")
     _FACTORIES[name] = factory
-    if name not in MODELS:
-        MODELS.append(name)
     return name
 
 
-def image_shape(split) -> tuple:
-    """The input shape of a split's images: its `image_shape` when it has one, else guessed from
-    the flat size (784: 1x28x28, 3072: 3x32x32, otherwise flat)."""
-    shape = getattr(split, "image_shape", None)
-    if shape:
-        return tuple(shape)
-    n_in = split.x.shape[1]
-    return {784: (1, 28, 28), 3072: (3, 32, 32)}.get(n_in, (n_in,))
+def build(name: str, depth: int, width: int, input_shape: tuple, n_out: int):
+    """The architecture of model `name` on inputs of `input_shape` with n_out classes: a
+    `model.Architecture` for the MLP, a `functional.ModuleArch` for any other."""
+    from .functional import ModuleArch
+    from .model import Architecture
 
-
-def build(name: str, depth: int, width: int, input_shape: tuple, n_out: int) -> Architecture | ModuleArch:
-    """The architecture of model `name` on inputs of `input_shape` with n_out classes."""
-    if name == "mlp":
+    if name == MLP:
         return Architecture(depth=depth, width=width, n_in=math.prod(input_shape), n_out=n_out)
     if name not in _FACTORIES:
-        raise UserInputError(f"--model must be one of {', '.join(MODELS)}; got {name!r}")
+        raise UserInputError(f"--model must be one of {', '.join(NAMES)}; got {name!r}")
     try:
         return ModuleArch(name, _FACTORIES[name], input_shape, n_out)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -87,3 +86,4 @@ def build(name: str, depth: int, width: int, input_shape: tuple, n_out: int) -> 
 
 
 register("cnn", small_cnn)
+BUILTIN = tuple(NAMES)  # the models every process knows (a Ray task cannot know a registered one)

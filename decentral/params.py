@@ -29,39 +29,19 @@ from pathlib import Path
 import torch
 
 from .errors import UserInputError
-from .model import Architecture
 
 FILE = "params.safetensors"
 FORMAT = "decentral-params/1"
 
 
-def layer_layout(arch: Architecture) -> list[dict]:
-    """Name, shape and offset in a parameter row of every layer tensor, in storage order."""
-    if not isinstance(arch, Architecture):  # a generic model (`functional.ModuleArch`)
-        return arch.layout()
-    layout, offset = [], 0
-    for i, (fan_in, fan_out) in enumerate(arch.layer_shapes):
-        for name, shape in ((f"layers.{i}.weight", [fan_out, fan_in]), (f"layers.{i}.bias", [fan_out])):
-            layout.append({"name": name, "shape": shape, "offset": offset})
-            offset += shape[0] * (shape[1] if len(shape) > 1 else 1)
-    return layout
-
-
-def arch_dict(arch: Architecture) -> dict:
-    if not isinstance(arch, Architecture):  # a generic model: kind (its name), input_shape, ...
-        return arch.describe()
-    return {"kind": "mlp", "depth": arch.depth, "width": arch.width, "n_in": arch.n_in,
-            "n_out": arch.n_out, "n_params": arch.n_params}
-
-
-def save(directory: str | Path, theta: torch.Tensor, arch: Architecture, seed: int, step: int,
+def save(directory: str | Path, theta: torch.Tensor, arch, seed: int, step: int,
          config_hash: str) -> Path:
     """Write DIR/params.safetensors from theta [N, P] (DIR: a run's atomic temporary directory)."""
     from safetensors.torch import save_file
 
     rows = theta.detach().to("cpu", torch.float32).contiguous()  # [N, P]
-    meta = {"format": FORMAT, "architecture": json.dumps(arch_dict(arch)),
-            "layers": json.dumps(layer_layout(arch)), "seed": str(int(seed)),
+    meta = {"format": FORMAT, "architecture": json.dumps(arch.describe()),
+            "layers": json.dumps(arch.layout()), "seed": str(int(seed)),
             "units": str(rows.shape[0]), "step": str(int(step)), "config_hash": config_hash}
     path = Path(directory) / FILE
     save_file({"theta": rows}, str(path), metadata=meta)
@@ -75,7 +55,7 @@ class SavedParams:
     theta: torch.Tensor  # [N, P] float32
     step: int  # the engine step they were taken at
     seed: int
-    architecture: dict  # arch_dict of the run
+    architecture: dict  # the run's `arch.describe()`
     metadata: dict  # every metadata string, as stored
 
 
@@ -102,9 +82,9 @@ def load(directory: str | Path, flag: str = "--init-from") -> SavedParams:
         raise UserInputError(f"{flag} {directory}: {FILE} is damaged ({reason})") from None
 
 
-def check_fits(saved: SavedParams, arch: Architecture, units: int, directory: str) -> None:
+def check_fits(saved: SavedParams, arch, units: int, directory: str) -> None:
     """Refuse saved parameters of another N or architecture (one line)."""
-    want = arch_dict(arch)
+    want = arch.describe()
     if saved.theta.shape[0] != units:
         raise UserInputError(f"--init-from {directory}: it holds {saved.theta.shape[0]} units, "
                              f"this run has --units {units}")

@@ -246,3 +246,30 @@ def test_a_cnn_continued_from_its_saved_parameters_ends_where_one_longer_run_end
     continued = decentral.run(base, transient=0, steps=20, init_from=str(tmp_path / "a"), data=synthetic_data)
     longer = decentral.run(base, transient=10, steps=30, data=synthetic_data)
     assert torch.equal(continued.params, longer.params)
+
+
+def test_a_factory_that_changes_its_structure_is_refused_with_one_line(synthetic_data):
+    import decentral
+
+    calls = []
+
+    def shifty(input_shape, n_classes):  # a second call builds a wider head
+        calls.append(1)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, n_classes + len(calls)))
+
+    with pytest.raises(decentral.UserInputError) as err:
+        decentral.run(model=shifty, units=2, transient=0, steps=2, eval_every=1, data=synthetic_data)
+    message = str(err.value)
+    assert "'shifty' built modules of different structures" in message and "\n" not in message
+
+
+def test_the_model_registry_is_the_one_the_config_validates_against():
+    import decentral
+
+    assert "cnn" in models.NAMES and "mlp" in models.NAMES
+    with pytest.raises(decentral.UserInputError, match="--model must be one of mlp, cnn"):
+        decentral.api.run_config(model="not_registered_yet")
+    models.register("not_registered_yet", models.small_cnn)
+    assert decentral.api.run_config(model="not_registered_yet").model == "not_registered_yet"
+    with pytest.raises(TypeError):
+        models.NAMES["other"] = models.small_cnn  # a read-only view: register() is the one way in

@@ -24,7 +24,7 @@ import torch
 from . import kernels
 from ..config import KERNELS  # values of the config's `kernels` field
 from ..errors import UserInputError
-from ..functional import FUNCTIONAL, FunctionalBackend
+from ..functional import FunctionalBackend
 from ..model import Architecture, UnitBatches, layer_views, loss_and_grad
 
 KERNELS_ENV = "DECENTRAL_KERNELS"  # "torch" makes "auto" mean PyTorch; "fused" (or unset) allows numba
@@ -52,10 +52,7 @@ class NumbaBackend:
 
     def loss_and_grad(self, arch: Architecture, theta: torch.Tensor, x, y: torch.Tensor,
                       with_loss: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """As `model.loss_and_grad` (same arguments and results, same math; a generic model
-        computes it itself, `functional`)."""
-        if not isinstance(arch, Architecture):
-            return arch.loss_and_grad(theta, x, y, with_loss)
+        """As `model.loss_and_grad` of an MLP (same arguments and results, same math)."""
         inputs = UnitBatches.stacked(x) if isinstance(x, torch.Tensor) else x
         if theta.stride(-1) != 1:
             theta = theta.contiguous()
@@ -95,12 +92,12 @@ def select(device, dtype: torch.dtype = torch.float32, choice: str = "auto", arc
     """The gradient backend for `choice`, the config's `kernels` ("auto": numba for float32 CPU
     work where numba imports and DECENTRAL_KERNELS allows it, else torch); "numba" where it
     cannot run is a UserInputError. A generic model (`arch` not an MLP `Architecture`) always
-    takes torch.func (`functional`)."""
+    takes torch.func (`functional`): the architecture has the last word
+    (`arch.gradient_backend`)."""
     mode = requested(choice)
-    if arch is not None and not isinstance(arch, Architecture):
-        return FUNCTIONAL
     fits = kernels.available() and torch.device(device).type == "cpu" and dtype == torch.float32
     if mode == "numba" and not fits:
         raise UserInputError("--kernels numba runs float32 work on the CPU with numba installed; "
                              "use --kernels auto or torch here")
-    return NUMBA if fits and mode != "torch" else TORCH
+    chosen = NUMBA if fits and mode != "torch" else TORCH
+    return chosen if arch is None else arch.gradient_backend(chosen)

@@ -13,8 +13,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..config import BUILTIN_MODELS, RunConfig, SharedConfig, _f, _flag, merge, parse_list, to_dict
+from ..config import RunConfig, SharedConfig, _f, _flag, merge, parse_list, to_dict
 from ..errors import UserInputError
+from ..models import BUILTIN as BUILTIN_MODELS
 from .grids import named_grid
 
 PROTOCOLS = ("non-adiabatic", "adiabatic", "both")
