@@ -65,12 +65,12 @@ def test_kernel_refuses_labels_it_would_index_past():
 
 BOUNDSCHECKED = textwrap.dedent("""
     import numpy as np
-    from decentral.backends import kernels
-    assert kernels.BOUNDSCHECK
+    from decentral.backends import layers
+    assert layers.BOUNDSCHECK
     z, d = np.zeros((10, 2), np.float32), np.zeros((10, 2), np.float32)
-    print("ok", kernels._softmax_delta(z, np.array([3, 4]), d) > 0, flush=True)
+    print("ok", layers._softmax_delta(z, np.array([3, 4]), d) > 0, flush=True)
     try:
-        kernels._softmax_delta(z, np.array([3, 99]), d)  # label 99: logits row 99 of 10
+        layers._softmax_delta(z, np.array([3, 99]), d)  # label 99: logits row 99 of 10
     except IndexError as err:
         print("IndexError", err, flush=True)
 """)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from decentral.backends import kernels
+from decentral.backends import kernels, layers
 from decentral import backends
 from decentral.config import RunConfig
 from decentral.errors import UserInputError
@@ -152,15 +152,15 @@ def test_unknown_kernel_choice_is_rejected(monkeypatch):
 
 
 def test_kernel_compiles_without_a_writable_cache(monkeypatch):
-    real_njit = kernels.numba.njit
+    real_njit = layers.numba.njit
 
     def njit(*args, cache=False, **options):
         if cache:
             raise RuntimeError("cannot cache function: no locator available")
         return real_njit(*args, **options)
 
-    monkeypatch.setattr(kernels.numba, "njit", njit)
-    twice = kernels._compiled()(lambda v: 2 * v)
+    monkeypatch.setattr(layers.numba, "njit", njit)
+    twice = layers._compiled()(lambda v: 2 * v)
     assert twice(21) == 42
 
 

@@ -333,3 +333,18 @@ def test_every_kind_generates_a_valid_graph_and_is_seed_deterministic(kind):
     np.testing.assert_array_equal(q, topology.coupling_matrix(topology.generate(kind, 16, seed=5)))
     assert q.shape == (16, 16) and np.all(np.diag(q) == 0) and np.all(q >= 0)
     assert np.array_equal(q, q.T) == (not kind.startswith("directed"))
+
+
+def test_networkx_is_imported_only_where_a_graph_is_built_or_read():
+    """`decentral run --help` and a mean-field run never need networkx (its import is start-up time)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom decentral import cli, simulation, topology, forms, problem\n"
+             "from decentral.config import RunConfig\n"
+             "topology.load_coupling(None, RunConfig().validate().units)\n"
+             "print('networkx' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False"

@@ -25,13 +25,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from ..errors import UserInputError
 from ..storage import file_digest  # noqa: F401  (re-exported: provenance of graph files)
 from .matrix import coupling_matrix
+
+if TYPE_CHECKING:  # networkx is imported where a graph is built, read or written (start-up cost)
+    import networkx as nx
 
 EDGELIST, GRAPHML, GML, CSV, NPY = "edge list", "GraphML", "GML", "CSV matrix", "npy matrix"
 FORMATS = {
@@ -61,6 +64,8 @@ def read_graph(path: str | Path) -> nx.Graph | nx.DiGraph:
 
     Raises UserInputError, one line, when the file is missing, unreadable or malformed.
     """
+    import networkx as nx
+
     fmt = file_format(path)
     reader = {EDGELIST: _read_edgelist, GRAPHML: nx.read_graphml, GML: _read_gml,
               CSV: _read_csv, NPY: _read_npy}[fmt]  # fmt: skip
@@ -75,6 +80,8 @@ def read_graph(path: str | Path) -> nx.Graph | nx.DiGraph:
 
 
 def _read_edgelist(path: str) -> nx.Graph | nx.DiGraph:
+    import networkx as nx
+
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     directed = any(re.fullmatch(r"#\s*directed\s*", line.strip().lower()) for line in lines)
@@ -89,6 +96,8 @@ def _read_edgelist(path: str) -> nx.Graph | nx.DiGraph:
 
 
 def _read_gml(path: str) -> nx.Graph:
+    import networkx as nx
+
     try:
         return nx.read_gml(path, label="label")
     except nx.NetworkXError as err:
@@ -106,6 +115,8 @@ def _read_npy(path: str) -> nx.Graph | nx.DiGraph:
 
 
 def _from_matrix(matrix: np.ndarray, path: str) -> nx.Graph | nx.DiGraph:
+    import networkx as nx
+
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise UserInputError(f"{path}: adjacency matrix must be square, got shape {matrix.shape}")
@@ -125,6 +136,8 @@ def write_graph(graph: nx.Graph | nx.DiGraph, path: str | Path) -> Path:
     Matrix formats (.csv, .npy) store Q in unit order (see :func:`decentral.topology.matrix.unit_order`)
     and so keep weights and direction but not the node labels.
     """
+    import networkx as nx
+
     path = Path(path)
     fmt = file_format(path)
     clean = _float_weights(graph)
@@ -175,6 +188,8 @@ def format_edgelist(graph: nx.Graph | nx.DiGraph) -> str:
 
 
 def _lattice(n: int, periodic: bool = False, **_) -> nx.Graph:
+    import networkx as nx
+
     rows = max(r for r in range(1, int(np.sqrt(n)) + 1) if n % r == 0)
     grid = nx.grid_2d_graph(rows, n // rows, periodic=periodic)
     return nx.convert_node_labels_to_integers(grid, ordering="sorted")
@@ -184,6 +199,8 @@ FAST_GNP_NODES = 2000  # above this, G(N, p) comes from networkx's O(N + edges) 
 
 
 def _gnp(n: int, seed, degree: float, directed: bool) -> nx.Graph:
+    import networkx as nx
+
     p = min(1.0, degree / max(n - 1, 1))
     sampler = nx.fast_gnp_random_graph if n > FAST_GNP_NODES else nx.gnp_random_graph  # O(N^2) pairs
     return sampler(n, p, seed=seed, directed=directed)
@@ -194,10 +211,14 @@ def _erdos_renyi(n: int, seed=None, degree: float = 4, **_) -> nx.Graph:
 
 
 def _small_world(n: int, seed=None, degree: float = 4, rewire: float = 0.1, **_) -> nx.Graph:
+    import networkx as nx
+
     return nx.connected_watts_strogatz_graph(n, int(degree), rewire, tries=1000, seed=seed)
 
 
 def _scale_free(n: int, seed=None, degree: float = 4, **_) -> nx.Graph:
+    import networkx as nx
+
     return nx.barabasi_albert_graph(n, max(1, int(degree) // 2), seed=seed)
 
 
@@ -205,18 +226,35 @@ def _directed(n: int, seed=None, degree: float = 4, **_) -> nx.DiGraph:
     return _gnp(n, seed, degree, directed=True)
 
 
+def _complete(n: int, **_) -> nx.Graph:
+    import networkx as nx
+
+    return nx.complete_graph(n)
+
+
+def _ring(n: int, directed: bool = False, **_) -> nx.Graph:
+    import networkx as nx
+
+    return nx.cycle_graph(n, create_using=nx.DiGraph if directed else nx.Graph)
+
+
+def _star(n: int, **_) -> nx.Graph:
+    import networkx as nx
+
+    return nx.star_graph(n - 1)
+
+
 KINDS = {
-    "complete": (lambda n, **_: nx.complete_graph(n), "complete graph (mean field)"),
-    "ring": (lambda n, **_: nx.cycle_graph(n), "ring: unit i coupled to i-1 and i+1"),
-    "star": (lambda n, **_: nx.star_graph(n - 1), "star with hub 0"),
+    "complete": (_complete, "complete graph (mean field)"),
+    "ring": (_ring, "ring: unit i coupled to i-1 and i+1"),
+    "star": (_star, "star with hub 0"),
     "lattice": (_lattice, "2D grid rows x cols, rows the largest divisor <= sqrt(N)"),
     "erdos_renyi": (_erdos_renyi, "Erdos-Renyi G(N, p), p = degree/(N-1)"),
     "small_world": (_small_world, "connected Watts-Strogatz, ring of degree k, rewire p"),
     "scale_free": (_scale_free, "Barabasi-Albert, m = degree/2 edges per new node"),
     "weighted": (_small_world, "small world with weights uniform in [0.5, 1.5]"),
     "directed": (_directed, "directed Erdos-Renyi, mean out-degree = degree"),
-    "directed_ring": (lambda n, **_: nx.cycle_graph(n, create_using=nx.DiGraph),
-                      "directed ring: unit i pulled toward i+1 only"),
+    "directed_ring": (lambda n, **_: _ring(n, directed=True), "directed ring: unit i pulled toward i+1 only"),
 }  # fmt: skip
 
 
@@ -228,6 +266,8 @@ def generate(kind: str, n_nodes: int, seed: int | None = 0, **kw) -> nx.Graph | 
     (lattice), ``weights=(low, high)`` (any kind: i.i.d. uniform weights rounded to 3
     decimals; the ``weighted`` kind defaults to (0.5, 1.5)). Same seed, same graph.
     """
+    import networkx as nx
+
     if kind not in KINDS:
         raise UserInputError(f"unknown topology kind '{kind}'; choose from {', '.join(KINDS)}")
     if n_nodes < 1 or (kind in ("ring", "directed_ring") and n_nodes < 3):

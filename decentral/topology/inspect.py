@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
@@ -73,6 +72,8 @@ def describe(q_or_graph, lr: float = DEFAULT_LR) -> dict:
     spectral_gap, lr, sigma_max_stable (lr*sigma*lambda_max/N < 2), sigma_max_euler,
     unit_order, unit_labels. Graphs above ``spectrum.DENSE_SPECTRUM_MAX`` nodes stay sparse.
     """
+    import networkx as nx  # here, not at import: `decentral run` without a graph never needs it
+
     if isinstance(q_or_graph, nx.Graph):
         graph = q_or_graph
         q = coupling_matrix(graph, sparse=graph.number_of_nodes() > spectrum.DENSE_SPECTRUM_MAX)

@@ -33,13 +33,17 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from ..errors import UserInputError
+
+if TYPE_CHECKING:  # networkx is imported only where a graph becomes Q (start-up cost)
+    import networkx as nx
+
 
 def _short(items, limit: int = 6) -> str:
     items = [str(item) for item in items]
@@ -110,6 +114,8 @@ def coupling_matrix(graph: nx.Graph, n_units: int | None = None, source: str = "
                     sparse: bool = False):
     """Validated Q [N, N] float64 of ``graph`` in unit order; q_ij = weight of edge i -> j.
     A numpy array, or with ``sparse`` a scipy.sparse CSR array holding only the edges."""
+    import networkx as nx
+
     if n_units is not None and graph.number_of_nodes() != n_units:
         raise UserInputError(
             f"{source} has {graph.number_of_nodes()} nodes but there are {n_units} units; "
