@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+
 import numpy as np
 import pytest
 import torch
@@ -84,8 +86,9 @@ def test_ray_equals_local_engine_mean_field(reference):
         for name in ("loss", "accuracy", "magnetization", "mean_sq_param", "consensus_distance"):
             assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-9), name
     assert extra["nodes"] == 1 and extra["actors"] == N and extra["restarts"] == 0
-    assert extra["data_plane"] == "collective"  # synchronous: gloo, one all-reduce per step
-    assert extra["messages"] == 30 * N * 2  # recursive doubling over 4 ranks: 2 sends per rank
+    assert extra["data_plane"] == "collective"  # synchronous: one all-reduce per step
+    assert extra["exchange"] == "shm"  # one node: the block sums meet in shared memory
+    assert extra["messages"] == 30 * N  # each rank publishes its sum once per step
     assert extra["bytes"] == extra["messages"] * Architecture(1, 20).n_params * 4
     assert extra["comm_seconds"] > 0
 
@@ -132,8 +135,10 @@ def test_killed_actor_is_restarted_and_the_run_ends_with_the_same_numbers(refere
             ray.kill(handles[1])
             killed.append(1)
 
+    segments = set(glob.glob("/dev/shm/decentral-*"))
     theta2, meas2, extra2 = ray_run(problem, cfg, on_advance=kill_second_block)
-    assert killed and extra2["restarts"] == 1
+    assert killed and extra2["restarts"] == 1 and extra2["exchange"] == "shm"
+    assert set(glob.glob("/dev/shm/decentral-*")) <= segments  # both segments unlinked
     torch.testing.assert_close(theta2, theta, atol=0, rtol=0)
     assert meas2.records == meas.records  # every measurement kept, none duplicated
 
@@ -212,10 +217,14 @@ def test_ray_equals_local_engine_with_window_batches(ray_session, synthetic_data
     assert not torch.allclose(theta_local, local_run(problem, config(units_per_actor=2, steps=20))[0])
 
 
+@pytest.mark.parametrize("exchange", ["shm", "gloo"])
 @pytest.mark.parametrize("graph", ["mean_field", "ring"])
-def test_one_unit_per_actor_at_n10_equals_the_local_engine(ray_session, synthetic_data, graph):
-    """Ten actors of one unit on the collective plane: mean field (one all-reduce per step)
-    and a ring (each actor exchanges with its two neighbours only)."""
+def test_one_unit_per_actor_at_n10_equals_the_local_engine(ray_session, synthetic_data, graph, exchange,
+                                                           monkeypatch):
+    """Ten actors of one unit on the collective plane, through shared memory and through gloo:
+    mean field (one all-reduce per step) and a ring (each actor reads its two neighbours only)."""
+    if exchange == "gloo":
+        monkeypatch.setenv("DECENTRAL_RAY_EXCHANGE", "gloo")  # the driver reads it
     train, test = synthetic_data  # 10 classes: unit u owns class u
     q = None if graph == "mean_field" else np.roll(np.eye(10), 1, axis=1) + np.roll(np.eye(10), -1, axis=1)
     coupling = topology.Coupling.complete(10) if q is None else topology.Coupling.from_matrix(q)
@@ -224,10 +233,12 @@ def test_one_unit_per_actor_at_n10_equals_the_local_engine(ray_session, syntheti
     cfg = config(units=10, units_per_actor=1, actor_cpus=0.2, steps=20)
     theta, _, extra = ray_run(problem, cfg)
     torch.testing.assert_close(theta, local_run(problem, cfg)[0], atol=1e-5, rtol=0)
-    assert extra["actors"] == 10 and extra["data_plane"] == "collective"
-    # ring: 2 neighbours each; mean field (recursive doubling): 8 core ranks x 3 rounds, 2 folded
-    # ranks send in and get the sum back
-    assert extra["messages"] == 20 * (10 * 2 if q is not None else 8 * 3 + 2 + 2)
+    assert extra["actors"] == 10 and extra["data_plane"] == "collective" and extra["exchange"] == exchange
+    if exchange == "shm":  # one publish per rank and step
+        assert extra["messages"] == 20 * 10
+    else:  # ring: 2 neighbours each; mean field (recursive doubling): 8 core ranks x 3 rounds,
+        # 2 folded ranks send in and get the sum back
+        assert extra["messages"] == 20 * (10 * 2 if q is not None else 8 * 3 + 2 + 2)
 
 
 def test_the_actor_call_plane_still_equals_the_local_engine(ray_session, synthetic_data, monkeypatch):

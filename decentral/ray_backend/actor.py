@@ -24,6 +24,7 @@ import torch
 from .. import backends
 from ..threads import limit as limit_threads
 from . import block as B
+from . import shm
 from .collective import Group, Meter, PeerLost, Rendezvous
 from .gossip import Aborted, Inbox, Traffic, publish, resolve
 from .plan import COLLECTIVE, Block, is_coupling_step
@@ -51,7 +52,7 @@ class UnitActor:
         self.readers: dict = {}
         self.traffic = Traffic()
         self.checkpoint: tuple[int, object] | None = None  # latest (step, theta numpy) not yet reported
-        self.group: Group | None = None
+        self.group: Group | shm.ShmGroup | None = None
         self.meter = Meter()  # collective traffic, kept across group rebuilds
         self.rendezvous: Rendezvous | None = None
         self.lock = threading.Lock()  # the state (theta, step, epoch) between the loop and the step thread
@@ -78,6 +79,21 @@ class UnitActor:
         store = self.rendezvous.store if self.rendezvous is not None else None
         ip = ray.util.get_node_ip_address()
         self.group = await asyncio.to_thread(Group, self.plan.index, world, tuple(address), ip, store, self.meter)
+
+    def open_segment(self, rows: list[int], n_params: int) -> str:
+        """Rank 0 only, shared-memory exchange: a fresh segment on this node; returns its path."""
+        return shm.create(rows, n_params)
+
+    def join_segment(self, path: str, rows: list[int]) -> None:
+        """Map the node's segment as this actor's group (closing the previous group's waits)."""
+        if self.group is not None:
+            self.group.close()
+        aborted = self.inbox
+        self.group = shm.ShmGroup(path, self.plan.index, rows, self.theta.shape[1],
+                                  stop=lambda: aborted.aborted, meter=self.meter)
+
+    def unlink_segment(self, path: str) -> None:
+        shm.unlink(path)
 
     # --- steps -------------------------------------------------------------------------
     async def advance(self, n_steps: int) -> dict:

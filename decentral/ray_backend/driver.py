@@ -22,8 +22,9 @@ from ..runner import progress_bar, run_phases
 from . import cluster
 from .actor import UnitActor
 from .block import BlockHyper, combine_stats
-from .plan import (COLLECTIVE, PLANE_ENV, choose_layout, choose_plane, make_blocks,
-                   messages_per_coupling)
+from . import shm
+from .plan import (COLLECTIVE, EXCHANGE_ENV, PLANE_ENV, SHM, choose_exchange, choose_layout,
+                   choose_plane, make_blocks, messages_per_coupling, slot_rows)
 from .sources import mnist_source
 
 READY_TIMEOUT_S = 300.0  # placing and loading all actors at start (MNIST load included)
@@ -50,6 +51,7 @@ class Fleet:
         self.ray, self.cfg, self.arch, self.blocks, self.source = ray, cfg, arch, blocks, source
         self.hyper = hyper_of(cfg)
         self.plane = choose_plane(cfg.staleness, os.environ.get(PLANE_ENV))
+        self.exchange = None  # the collective plane's latest exchange: "shm" or "gloo"
         self.rebuilds = 0  # collective failures without a death (a gloo timeout)
         self.remote = ray.remote(UnitActor)
         self.handles: dict = {}
@@ -86,17 +88,38 @@ class Fleet:
         self._connect()
 
     def _connect(self) -> None:
-        """(Re)build the gloo process group: rank 0 opens the store, every rank joins."""
+        """(Re)build the collective: one shared-memory segment when every actor is on one node,
+        else a gloo process group (rank 0 opens the store, every rank joins)."""
         if self.plane != COLLECTIVE:
             return
+        self.exchange = choose_exchange(len(set(self.nodes.values())), shm.available(),
+                                        os.environ.get(EXCHANGE_ENV))
+        try:
+            if self.exchange == SHM:
+                self._join_segment()
+            else:
+                self._join_gloo()
+        except (self.ray.exceptions.RayError, TimeoutError) as err:
+            raise cluster.ClusterError(f"the unit actors could not form their {self.exchange} exchange: "
+                                       f"{cluster.root_cause(err)}") from None
+
+    def _join_gloo(self) -> None:
         world = len(self.blocks)
         address = self.ray.get(self.handles[0].open_rendezvous.remote(world))
-        refs = [h.join.remote(address, world) for h in self.handles.values()]
+        self.ray.get([h.join.remote(address, world) for h in self.handles.values()], timeout=JOIN_TIMEOUT_S)
+
+    def _join_segment(self) -> None:
+        """Rank 0 creates the node's segment, every rank maps it, then its name is unlinked."""
+        rows = slot_rows(self.blocks)
+        path = self.ray.get(self.handles[0].open_segment.remote(rows, self.arch.n_params))
         try:
-            self.ray.get(refs, timeout=JOIN_TIMEOUT_S)
-        except (self.ray.exceptions.RayError, TimeoutError) as err:
-            raise cluster.ClusterError(f"the unit actors could not form their gloo process group at "
-                                       f"{address[0]}:{address[1]}: {cluster.root_cause(err)}") from None
+            self.ray.get([h.join_segment.remote(path, rows) for h in self.handles.values()],
+                         timeout=JOIN_TIMEOUT_S)
+        finally:
+            try:
+                self.ray.get(self.handles[0].unlink_segment.remote(path), timeout=JOIN_TIMEOUT_S)
+            except (self.ray.exceptions.RayError, TimeoutError):
+                shm.unlink(path)  # rank 0 is gone: the driver shares its node on local Ray
 
     def resume_from(self, step: int, theta: torch.Tensor) -> None:
         """Every actor restored to `step` with its rows of theta [1, N, P] (a driver checkpoint)."""
@@ -276,6 +299,6 @@ def summary_fields(cfg, fleet: Fleet, blocks) -> dict:
         "synchronous": cfg.staleness == 0, "checkpoint_every": cfg.checkpoint_every,
         "restarts": fleet.restarts, "messages": traffic["messages"], "bytes": traffic["bytes"],
         "snapshots": traffic["snapshots"], "messages_per_coupling": messages_per_coupling(blocks),
-        "address": cfg.address or "local", "data_plane": fleet.plane,
+        "address": cfg.address or "local", "data_plane": fleet.plane, "exchange": fleet.exchange,
         "comm_seconds": traffic["comm_seconds"],  # summed over actors, waiting included
     }

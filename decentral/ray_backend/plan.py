@@ -198,6 +198,24 @@ def choose_plane(staleness: int, forced: str | None = None) -> str:
     return COLLECTIVE
 
 
+SHM, GLOO = "shm", "gloo"  # the collective plane's exchanges (docs/ray.md, "Data planes")
+EXCHANGE_ENV = "DECENTRAL_RAY_EXCHANGE"  # "gloo": never shared memory (benchmarks, tests)
+
+
+def choose_exchange(n_nodes: int, shm_available: bool, forced: str | None = None) -> str:
+    """Shared memory when every actor is on one node (and the node supports it), else gloo;
+    `forced` "gloo" (from $DECENTRAL_RAY_EXCHANGE) keeps gloo everywhere."""
+    if forced == GLOO or n_nodes != 1 or not shm_available:
+        return GLOO
+    return SHM
+
+
+def slot_rows(blocks: list[Block]) -> list[int]:
+    """Rows each block publishes per coupling step on the shared-memory exchange: its block
+    sum under mean field (1), else its payload's k (n when raw)."""
+    return [1 if b.mean_field else b.send_rows.shape[0] for b in blocks]
+
+
 def is_coupling_step(step: int, gossip_period: int) -> bool:
     """Units couple on the last step of each period of tau steps (every step when tau = 1)."""
     return (step + 1) % gossip_period == 0
