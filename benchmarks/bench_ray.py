@@ -11,10 +11,11 @@ Each Ray row prints the data plane, the actors and the nodes that hosted them, s
 ratio to the local engine on the same problem (the local engine at its defaults: all cores),
 and per coupled step the bytes the actors sent and the milliseconds an actor spent in exchanges
 (waiting for its peers included). --address joins a running cluster (e.g. the two loopback
-nodes of docs/ray.md); without it, local Ray on loopback. --plane calls adds the actor-call
-plane's rows for comparison.
+nodes of docs/ray.md); without it, local Ray on loopback. The collective plane is timed with its
+default exchange (shared memory when every actor is on one node, else gloo) and with gloo forced,
+side by side; --plane calls adds the actor-call plane's rows for comparison.
 
-    python benchmarks/bench_ray.py [--steps 300] [--big-steps 20] [--address 127.0.0.2:6379]
+    python benchmarks/bench_ray.py [--steps 300] [--big-steps 20] [--address 127.0.0.2:6379] [--skip-big]
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def synthetic_problem(n: int = 10, per_unit: int = 600) -> Problem:
 
 
 def config(n: int, steps: int, **kw) -> RunConfig:
-    return RunConfig(units=n, sigma=30.0, transient=steps, steps=10, eval_every=10, test_samples=100,
-                     **kw).validate()
+    return RunConfig(units=n, sigma=30.0, transient=steps, steps=20, test_samples=100,
+                     **kw).validate()  # eval_every at its default (20), as `decentral run`
 
 
 def bench_local(cfg, problem) -> float:
@@ -58,12 +59,24 @@ def bench_local(cfg, problem) -> float:
     return meas.steps_per_second()
 
 
-def bench_ray(cfg, problem, source, plane: str) -> tuple[float, dict]:
+def bench_ray(cfg, problem, source, plane: str, exchange: str = "auto") -> tuple[float, dict]:
+    """Steps/s of `run_ray` on one data plane (and, for the collective, exchange: "auto" is the
+    default choice, "gloo" forces gloo's process group)."""
     from decentral.ray_backend import run_ray
 
     os.environ["DECENTRAL_RAY_PLANE"] = plane
+    os.environ["DECENTRAL_RAY_EXCHANGE"] = exchange
     _, meas, extra = run_ray(cfg, problem, source=source)
     return meas.steps_per_second(), extra
+
+
+def variants(planes, exchanges) -> list[tuple[str, str]]:
+    """(plane, exchange) pairs to time: each collective exchange asked for, then the others."""
+    return [(plane, ex) for plane in planes for ex in (exchanges if plane == "collective" else ["auto"])]
+
+
+def label(plane: str, extra: dict) -> str:
+    return f"ray {extra['exchange']}" if plane == "collective" and extra.get("exchange") else f"ray {plane}"
 
 
 def row(n, graph, backend, upa, tau, rate, local, extra=None) -> str:
@@ -84,15 +97,15 @@ def small_cases(args, cpus: float, planes) -> None:
     source = mnist_source(base) if args.mnist else InlineSource(problem.shards, problem.test)
     local = bench_local(base, problem)
     print(row(10, "mean field", "local", 0, 0, local, local), flush=True)
-    for plane in planes:
-        for upa in (1, 5):
-            for tau in (1, 10):
+    for upa in args.upa or (1, 5):
+        for tau in (1, 10):
+            for plane, exchange in variants(planes, args.exchange or ["auto", "gloo"]):
                 actors = -(-10 // upa)
                 cfg = config(10, args.steps, backend="ray", units_per_actor=upa, gossip_period=tau,
                              actor_cpus=int(100 * cpus / actors) / 100, address=args.address)
-                rate, extra = bench_ray(cfg, problem, source, plane)
-                extra["total_steps"] = args.steps + 10
-                print(row(10, "mean field", f"ray {plane}", upa, tau, rate, local, extra), flush=True)
+                rate, extra = bench_ray(cfg, problem, source, plane, exchange)
+                extra["total_steps"] = args.steps + 20
+                print(row(10, "mean field", label(plane, extra), upa, tau, rate, local, extra), flush=True)
 
 
 def big_cases(args, cpus: float) -> None:
@@ -107,8 +120,8 @@ def big_cases(args, cpus: float) -> None:
         cfg = config(1000, args.big_steps, backend="ray", units_per_actor=500, actor_cpus=cpus / 2,
                      address=args.address, **kw)
         rate, extra = bench_ray(cfg, problem, mnist_source(cfg), "collective")
-        extra["total_steps"] = args.big_steps + 10
-        print(row(1000, graph, "ray collective", 500, 1, rate, local, extra), flush=True)
+        extra["total_steps"] = args.big_steps + 20
+        print(row(1000, graph, label("collective", extra), 500, 1, rate, local, extra), flush=True)
 
 
 def main() -> None:
@@ -118,6 +131,10 @@ def main() -> None:
     parser.add_argument("--mnist", action="store_true", help="real MNIST for N=10 too")
     parser.add_argument("--address", default=None, help="a running Ray cluster (default: local Ray)")
     parser.add_argument("--plane", action="append", default=None, help="collective (default) and/or calls")
+    parser.add_argument("--exchange", action="append", default=None,
+                        help="collective exchanges to time: auto (shm on one node, else gloo) and/or gloo "
+                             "(default: both, side by side)")
+    parser.add_argument("--upa", action="append", type=int, default=None, help="units per actor (default: 1 and 5)")
     parser.add_argument("--ring", default="/tmp/decentral-bench-ring1000.edgelist", help="ring graph file")
     parser.add_argument("--skip-big", action="store_true", help="only the N=10 cases")
     args = parser.parse_args()
