@@ -1,13 +1,14 @@
 """Coupled steps/s of the generic torch.func model path against the MLP's fast path and a
 per-unit nn.Module loop, for the MLP and for the small CNN (`--model cnn`).
 
-All sides run in this process on the same MNIST shards (N=10, unit k owns class k, batch 32,
-mean-field coupling, sigma 30):
+The generic and fast-path sides run the engine of `decentral run` with its defaults (N = 10,
+unit k owns class k of MNIST, batch 32, mean field, sigma 30, D = 1, seed 0), built as the
+command builds it (`problem.prepare`, `simulation.single_run`) and timed on its training steps:
 
-* generic: `engine.make_stepper` on a `functional.ModuleArch` (what `--model cnn` runs: one
-  vmapped forward and one reverse pass for all units, Eq. 2 as for the MLP);
-* fast path (MLP only): `make_stepper` on `model.Architecture` with its default backend (the
-  numba kernel on the CPU: what `decentral run` runs);
+* generic: `--model cnn`, and for the MLP the same nn.Sequential registered as a custom model
+  (`models.register`, what the Python API does with a factory): one vmapped forward of all
+  units and one reverse pass, Eq. 2 as for the MLP;
+* fast path (MLP only): `--model mlp`, its default backend (the numba kernel on the CPU);
 * per-unit loop: 10 nn.Modules and 10 torch.optim.SGD, coupled by a Python loop over pairs
   (the reference of benchmarks/bench_engine.py).
 
@@ -26,16 +27,17 @@ import time
 
 import torch
 
-from decentral import models
-from decentral.data import load_mnist, partition, resolve_data_root
-from decentral.engine import Hyper, init_state, make_stepper, sigma_tensor
-from decentral.functional import ModuleArch
-from decentral.model import Architecture
+from decentral import models, threads
+from decentral.config import RunConfig
+from decentral.data import load_mnist, resolve_data_root
+from decentral.engine import Hyper
+from decentral.problem import prepare
+from decentral.simulation import single_run
 from decentral.streams import BatchIndexer
-from decentral.topology import Coupling, mean_field
 
-SIGMA, N_UNITS = 30.0, 10
-FACTORIES = {"mlp": models.mlp_factory(1), "cnn": models.small_cnn}  # the MLP at D = 1
+SIGMA, N_UNITS = RunConfig.sigma, RunConfig.units  # the command's defaults: 30, 10
+FACTORIES = {"mlp": models.mlp_factory(RunConfig.depth), "cnn": models.small_cnn}  # the MLP at D = 1
+GENERIC_NAMES = {"mlp": models.register("mlp-generic", FACTORIES["mlp"]), "cnn": "cnn"}
 
 
 @contextlib.contextmanager
@@ -48,25 +50,28 @@ def timed(n_steps: int):
     rates += [n_steps / (time.perf_counter() - wall), n_steps / (time.process_time() - cpu)]
 
 
-def engine_windows(arch, shards, theta0):
-    """window(n_steps) -> steps/s of the engine (its default backend for `arch`)."""
-    stepper = make_stepper(arch, shards, Coupling.from_matrix(mean_field(N_UNITS)),
-                           sigma_tensor(SIGMA, 1, "cpu"), [0], Hyper())
-    state = [stepper.advance(theta0, 10)]  # warm-up
+def command_windows(model: str, data, n_threads: int):
+    """(window(n_steps) -> steps/s, problem): the training steps of `decentral run --model
+    MODEL --threads T` with every other flag at its default."""
+    cfg = RunConfig(model=model, threads=n_threads).validate()
+    problem = prepare(cfg, data)
+    sim = single_run(cfg, problem, torch.device(cfg.device))
+    sim.advance(10)  # warm-up
 
     def window(n_steps: int) -> tuple[float, float]:
         with timed(n_steps) as rates:
-            state[0] = stepper.advance(state[0], n_steps)
+            sim.advance(n_steps)
         return rates
 
-    return window
+    return window, problem, sim
 
 
 def loop_windows(factory, shards, theta0):
-    """window(n_steps) -> steps/s of the per-unit loop: N modules, N SGD optimizers, pair coupling."""
+    """window(n_steps) -> steps/s of the per-unit loop: N modules, N SGD optimizers, pair coupling,
+    from theta0 [N, P]."""
     hyper = Hyper()
     nets = [factory((1, 28, 28), 10) for _ in range(N_UNITS)]
-    for net, row in zip(nets, theta0.theta[0]):
+    for net, row in zip(nets, theta0):
         torch.nn.utils.vector_to_parameters(row.clone(), net.parameters())
     opts = [torch.optim.SGD(m.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay) for m in nets]
     indexer = BatchIndexer([(0, u) for u in range(N_UNITS)], shards.offsets, shards.sizes, hyper.batch_size)
@@ -100,16 +105,14 @@ def loop_windows(factory, shards, theta0):
     return window
 
 
-def sides(name: str, shards) -> dict:
-    """The timed sides of one model: generic, fast path (MLP only), per-unit loop."""
-    factory = FACTORIES[name]
-    generic = ModuleArch(name, factory, (1, 28, 28), 10)
-    theta0 = init_state(generic, [0], N_UNITS)
-    out = {"generic": engine_windows(generic, shards, theta0)}
+def sides(name: str, data, n_threads: int) -> tuple[dict, int]:
+    """The timed sides of one model (generic, fast path (MLP only), per-unit loop) and its P."""
+    generic, problem, sim = command_windows(GENERIC_NAMES[name], data, n_threads)
+    out = {"generic": generic}
     if name == "mlp":
-        out["fast path"] = engine_windows(Architecture(depth=1), shards, theta0)
-    out["per-unit loop"] = loop_windows(factory, shards, theta0)
-    return out
+        out["fast path"] = command_windows("mlp", data, n_threads)[0]
+    out["per-unit loop"] = loop_windows(FACTORIES[name], problem.shards, sim.theta[0].clone())
+    return out, problem.arch.n_params
 
 
 def main() -> None:
@@ -119,14 +122,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating windows per side")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    train, _ = load_mnist(resolve_data_root(args.data_root))
-    shards = partition(train, N_UNITS, "class", seed=0)
-    print(f"N={N_UNITS}, batch 32, mean field, {args.threads} threads, {args.rounds} alternating windows "
-          f"of {args.steps} steps; median steps per wall second (per CPU second of this process)")
+    threads.limit(args.threads)  # PyTorch, BLAS and OpenMP pools: as `decentral run --threads`
+    with contextlib.suppress(ImportError):  # numba's pool too, before any kernel starts it: its idle
+        import numba  # workers otherwise took the loaded machine's cores from every side (10-30x slower)
+
+        numba.set_num_threads(args.threads)
+    data = load_mnist(resolve_data_root(args.data_root))
+    print(f"decentral run defaults (N={N_UNITS}, batch {Hyper.batch_size}, mean field, sigma {SIGMA:g}), "
+          f"{args.threads} threads, {args.rounds} alternating windows of {args.steps} steps; median steps "
+          f"per wall second (per CPU second of this process)")
     print(f"{'model':>10} {'P':>6} {'generic':>16} {'fast path':>16} {'per-unit loop':>16} {'generic/loop':>14}")
     for name in ("mlp", "cnn"):
-        timed_sides = sides(name, shards)
+        timed_sides, n_params = sides(name, data, args.threads)
         rates = {k: [] for k in timed_sides}
         for _ in range(args.rounds):
             for key, window in timed_sides.items():
@@ -134,7 +141,6 @@ def main() -> None:
         med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rates.items()}
         cells = {k: f"{w:.1f} ({c:.1f})" for k, (w, c) in med.items()}
         ratio = f"{med['generic'][0] / med['per-unit loop'][0]:.1f}x ({med['generic'][1] / med['per-unit loop'][1]:.1f}x)"
-        n_params = ModuleArch(name, FACTORIES[name], (1, 28, 28), 10).n_params
         print(f"{name:>10} {n_params:>6} {cells['generic']:>16} {cells.get('fast path', '-'):>16}"
               f" {cells['per-unit loop']:>16} {ratio:>14}", flush=True)
 
