@@ -90,7 +90,7 @@ class FusedKernel:
     """The gradient and Eq. 2 in one `kernels.LocalGrad` pass per unit (float32 CPU). On the
     complete graph each step updates one copy of the parameters in place (mean-field form); on any
     other graph each unit's new row is written to a second buffer from its neighbours' rows at t
-    (sparse form) and the buffers swap. The hot loop touches numpy views only."""
+    (sparse form) and the buffers swap, or in place where `kernel.in_place` (`backends.inplace`). The hot loop touches numpy views only."""
 
     def __init__(self, arch: Architecture, shards: Shards, seeds: Sequence[int], coupling: Couplings,
                  sigma: torch.Tensor, hyper: Hyper, backend: NumbaBackend = backends.NUMBA):

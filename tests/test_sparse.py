@@ -126,6 +126,31 @@ def test_fused_sparse_kernel_equals_the_torch_sparse_path_with_replicas(graph, m
     torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("graph", ["ring", "directed_ring", "small_world", "directed"])
+def test_fused_sparse_kernel_in_place_equals_two_buffers_bitwise(graph, monkeypatch):
+    """`backends.inplace`: one buffer, rows written back once no unit reads them, parked rows
+    last; forced on for every graph (any share parked) at a small N, with one Q per replica."""
+    from decentral.backends import inplace
+
+    n = 150  # not a multiple of the run length: the last run is short
+    shards, arch = _shards_for(n), Architecture(depth=1, width=6, n_in=16, n_out=10)
+    couplings = [Coupling.from_matrix(topology.coupling_matrix(topology.generate(graph, n, seed=s)))
+                 for s in (0, 1)]
+    sigma, seeds, hyper = sigma_tensor([20.0, 150.0], 2, "cpu"), [1, 2], Hyper(lr=0.02, batch_size=4)
+
+    def run(min_units, max_parked):
+        monkeypatch.setattr(inplace, "MIN_UNITS", min_units)
+        monkeypatch.setattr(inplace, "MAX_PARKED", max_parked)
+        stepper = make_stepper(arch, shards, couplings, sigma, seeds, hyper)
+        return stepper.kernel.in_place, stepper.advance(init_state(arch, seeds, n), 5).theta
+
+    assert run(0, 0.25)[0] == (graph in ("ring", "directed_ring"))  # lattice-like graphs qualify
+    one_buffer, in_place = run(0, 1.0)
+    two_buffers, reference = run(10**9, 1.0)
+    assert one_buffer and not two_buffers
+    assert torch.equal(in_place, reference)
+
+
 def test_ten_thousand_unit_ring_steps_without_any_n_by_n_array(tmp_path, monkeypatch):
     n = 10_000
     path = topology.write_graph(topology.generate("ring", n), tmp_path / "ring.edgelist")

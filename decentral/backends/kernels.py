@@ -29,7 +29,8 @@ import threading
 import numpy as np
 import torch
 
-from .layers import _compiled, _tile_forward, _tile_weight_grad, _upper_unit, available, numba  # noqa: F401
+from . import inplace
+from .layers import _compiled, _unit_gradient, _upper_unit, available, numba  # noqa: F401
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,7 +73,8 @@ class LocalGrad:
     out_u = alpha theta_u + c sum_j theta_j - lr grad_u, the sum over u's replica (units
     replica-major, U = R * N). With sparse=(crow [U+1], col, weight, diag [U], lr), the rows of
     `update.sparse_operator` over the U units: out_u = diag_u theta_u + sum_k weight_k theta_col_k
-    - lr grad_u, and out must be a separate buffer. No batch tensor is gathered: each unit copies its rows into a tile
+    - lr grad_u; out may be theta itself where `in_place` says so (`inplace`: lattice-like
+    graphs), else it must be a separate buffer. No batch tensor is gathered: each unit copies its rows into a tile
     of its own and keeps it in cache for both first-layer products. Everything fixed across steps
     is converted once here.
     """
@@ -92,13 +94,17 @@ class LocalGrad:
         self._crow, self._col = _as_int64(crow), _as_int64(col)  # W's CSR structure over the U units
         self._weight, self._diag = _as_float32(weight), _as_float32(diag)
         self._lr = np.float32(lr if sparse is None else sparse_lr)
-        self.in_place = sparse is None  # sparse rows read their neighbours' old rows: out must not be theta
+        self._plan = inplace.plan(self._crow, self._col) if sparse is not None else None
+        self._pending = None  # [S, P] parked rows of the in-place sparse form, made on first use
+        # sparse rows read their neighbours' old rows: in place only where `inplace` plans it
+        self.in_place = sparse is None or self._plan is not None
 
     def _order(self, units: int) -> np.ndarray:
         """The order units are handed to threads: a fixed shuffle in sparse form (a hub's many
         neighbour rows would otherwise load one thread's contiguous block), else 0..U-1. Results
         do not depend on it: each unit's row is computed alone."""
         return _unit_order(units, self._crow.shape[0] > 0)
+
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
         y [U, B] holds the batches' classes."""
@@ -116,6 +122,13 @@ class LocalGrad:
         """Unit u's batch: source[rows[u]] with classes label_source[label_rows[u]]; theta, out [U, P]."""
         _match_threads()
         loss = np.empty(theta.shape[0], self._source.dtype)
+        if self._plan is not None and out.ctypes.data == theta.ctypes.data:  # sparse form, one buffer (`inplace`)
+            if self._pending is None or self._pending.shape[1] != theta.shape[1]:
+                self._pending = np.empty((len(self._plan.parked), theta.shape[1]), theta.dtype)
+            inplace.fused_sparse_in_place(self._source, rows, theta, label_source, label_rows, self.layout, loss,
+                                          self._lr, self._crow, self._col, self._weight, self._diag,
+                                          *self._plan, self._pending)
+            return loss
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
                      self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag,
                      self._order(theta.shape[0]))
@@ -187,32 +200,17 @@ if numba is not None:
     @_compiled(parallel=True)
     def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr,
                      crow, col, weight, diag, order):
-        """Per unit: gather its batch tile, first layer, `_upper_unit`, first-layer weight gradient,
-        then Eq. 2: in mean-field form when alpha and c hold one value per replica, in sparse form
-        when crow holds W's row pointers (see `LocalGrad`). The tile [R, n_in] stays in the core's
-        cache throughout."""
-        batch, fan_in, width, w_at, b_at = rows.shape[1], layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
-        padded = -(-batch // 4) * 4  # tile rows: a multiple of the 4-row blocks, zeros past the batch
+        """Per unit: its local gradient (`layers._unit_gradient`), then Eq. 2: in mean-field form
+        when alpha and c hold one value per replica, in sparse form when crow holds W's row
+        pointers (see `LocalGrad`)."""
         mean_field, sparse = alpha.shape[0] > 0, crow.shape[0] > 0
         per_replica = theta.shape[0] // max(alpha.shape[0], 1)
         total = _replica_sums(theta, alpha.shape[0]) if mean_field else theta[:0]  # [R, P]
         for i in numba.prange(rows.shape[0]):
             u = order[i]  # units in `order`: each thread's share of the units (and their edges) evens out
-            tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
-            for b in range(batch):
-                tile[b, :] = source[rows[u, b], :]
-            tile[batch:, :] = 0
-            z0 = np.empty((width, padded), theta.dtype)  # first-layer outputs [H0, R]
-            w0 = theta[u, w_at:b_at].reshape((width, fan_in))
-            _tile_forward(w0, theta[u, b_at:b_at + width], tile, z0)
-            delta0 = np.zeros((width, padded), theta.dtype)  # dL/dz0, zeros past the batch
-            labels = np.empty(batch, np.int64)
-            for b in range(batch):
-                labels[b] = label_source[label_rows[u, b]]
             coupled = mean_field or sparse
             g = np.empty(theta.shape[1], theta.dtype) if coupled else grad[u]  # the unit's gradient [P]
-            loss[u] = _upper_unit(z0[:, :batch], theta[u], g, labels, layout, delta0[:, :batch])
-            _tile_weight_grad(delta0, tile, g[w_at:b_at].reshape((width, fan_in)))
+            loss[u] = _unit_gradient(source, rows, theta, label_source, label_rows, layout, u, g)
             if mean_field:  # Eq. 2; grad may be theta itself: unit u reads no other unit's row
                 r = u // per_replica
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]

@@ -197,3 +197,25 @@ if numba is not None:
         for o in range(z0.shape[0]):
             grad[layout[0, 3] + o] = _row_sum(d, o)
         return loss
+
+    @_jit
+    def _unit_gradient(source, rows, theta, label_source, label_rows, layout, u, g):
+        """Unit u's local gradient into g [P] (no weight decay); returns its mean cross-entropy.
+        Its batch source[rows[u]] is copied into a tile [R, n_in] of its own that stays in the
+        core's cache for both first-layer products; classes label_source[label_rows[u]]."""
+        batch, fan_in, width, w_at, b_at = rows.shape[1], layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+        padded = -(-batch // 4) * 4  # tile rows: a multiple of the 4-row blocks, zeros past the batch
+        tile = np.empty((padded, fan_in), theta.dtype)  # [R, n_in]
+        for b in range(batch):
+            tile[b, :] = source[rows[u, b], :]
+        tile[batch:, :] = 0
+        z0 = np.empty((width, padded), theta.dtype)  # first-layer outputs [H0, R]
+        w0 = theta[u, w_at:b_at].reshape((width, fan_in))
+        _tile_forward(w0, theta[u, b_at:b_at + width], tile, z0)
+        delta0 = np.zeros((width, padded), theta.dtype)  # dL/dz0, zeros past the batch
+        labels = np.empty(batch, np.int64)
+        for b in range(batch):
+            labels[b] = label_source[label_rows[u, b]]
+        loss = _upper_unit(z0[:, :batch], theta[u], g, labels, layout, delta0[:, :batch])
+        _tile_weight_grad(delta0, tile, g[w_at:b_at].reshape((width, fan_in)))
+        return loss
