@@ -113,7 +113,9 @@ class ModuleArch:
             losses = F.cross_entropy(logits.reshape(units * batch, -1), y.reshape(-1), reduction="none")
             losses = losses.view(units, batch).mean(dim=1)  # [U]
             grads = torch.autograd.grad(losses.sum(), list(params.values()))
-        gradient = torch.cat([g.reshape(units, -1) for g in grads], dim=1)  # [U, P]
+        gradient = torch.empty_like(theta)  # [U, P]
+        for part, g in zip(self.unflatten(gradient).values(), grads):
+            part.copy_(g)  # one strided copy each (a weight's gradient may come transposed)
         return (losses.detach() if with_loss else None), gradient
 
     def per_sample_scores(self, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
