@@ -102,6 +102,7 @@ def test_two_node_cluster_hosts_units_on_both_nodes(two_node_cluster, mnist_root
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["nodes"] == 2 and summary["actors"] == 4
     assert summary["data_plane"] == "collective" and summary["restarts"] == 0
+    assert summary["exchange"] == "gloo"  # two nodes: the gloo group, not shared memory
     assert summary["messages"] == 20 * 4 * 2  # recursive doubling over 4 ranks: 2 sends each per step
     assert 0.0 <= summary["accuracy"] <= 1.0
 

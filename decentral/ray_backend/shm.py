@@ -14,8 +14,11 @@ reads what it needs. No locks: each slot has one writer, and double buffering ma
 safe, because a rank can write round m + 2 into a buffer only after every peer published round
 m + 1, i.e. after every peer finished reading round m. The data are written before the counter
 and read after it, which x86's store and load ordering keeps in that order (the Python calls
-between them are no reordering compiler). Waiting sleeps (doubling from WAIT_MIN_S to
-WAIT_MAX_S): it never spins on a CPU that the peers it waits for need.
+between them are no reordering compiler). Waiting sleeps in the kernel on a futex (the
+segment's `seq` word), which the rank that completes a round sets and wakes: no spinning on a
+CPU that the peers being waited for need, and one wake-up per rank per round. The sleep is cut
+every WAIT_SLICE_S, which also bounds the rare lost wake-up (x86 may let two ranks' counter
+stores and loads cross, so each sees the other late).
 
 The interface is `collective.Group`'s (`allreduce_sum`, `exchange`, `meter`, `close`), so the
 actor steps the same way on either plane. The mean-field sum adds the W rows in rank order on
@@ -132,13 +135,16 @@ class ShmGroup:
         once nothing refers to it."""
         self.closed = True
 
-    def _publish(self, payload: torch.Tensor) -> torch.Tensor:
-        """Write this rank's payload for the current round; returns the round's buffer [R, P]."""
+    def _publish(self, payload: torch.Tensor, read: bool = True) -> torch.Tensor:
+        """Write this rank's payload for the current round (counted as sent when some rank
+        reads it); returns the round's buffer [R, P]. Every rank publishes every round: the
+        counters are also the barrier that makes the double buffering safe."""
         buf = self.rows[self.round % 2]
         lo = self.offsets[self.rank]
         buf[lo:lo + payload.shape[0]].copy_(payload)  # at most the rank's rows
         self.counters[self.rank] = self.round + 1  # after the data (x86: stores stay in order)
-        self.meter.sent(payload)
+        if read:
+            self.meter.sent(payload)
         return buf
 
     def _wait_all(self) -> None:
@@ -153,6 +159,7 @@ class ShmGroup:
         while True:
             seen = self.seq.value  # read before the counters: a later wake changes it
             if counters.min() >= target:
+                self._wake(target)  # in case the completing rank saw this one late
                 return
             if self.closed or self.stop():
                 raise PeerLost(f"shared-memory exchange stopped at round {self.round}")
@@ -179,6 +186,9 @@ class ShmGroup:
     def allreduce_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over ranks of x [1, P] (float32, contiguous), in place: the rows added in rank
         order (same bits on every rank)."""
+        if self.world == 1:
+            return x
+
         def body():
             buf = self._publish(x)
             self._wait_all()
@@ -189,8 +199,11 @@ class ShmGroup:
 
     def exchange(self, payload: torch.Tensor, readers, sources, shapes) -> list[torch.Tensor]:
         """Publish payload [k, P]; return copies of each source rank's payload (shapes[b])."""
+        if self.world == 1:
+            return []
+
         def body():
-            buf = self._publish(payload)
+            buf = self._publish(payload, read=bool(readers))
             self._wait_all()
             return [buf[self.offsets[s]:self.offsets[s + 1]].clone().view(shape)
                     for s, shape in zip(sources, shapes)]
