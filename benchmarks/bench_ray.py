@@ -15,7 +15,7 @@ nodes of docs/ray.md); without it, local Ray on loopback. The collective plane i
 default exchange (shared memory when every actor is on one node, else gloo) and with gloo forced,
 side by side; --plane calls adds the actor-call plane's rows for comparison.
 
-    python benchmarks/bench_ray.py [--steps 300] [--big-steps 20] [--address 127.0.0.2:6379] [--skip-big]
+    python benchmarks/bench_ray.py [--steps 1000] [--big-steps 20] [--address 127.0.0.2:6379] [--skip-big]
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def big_cases(args, cpus: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per N=10 configuration")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="timed steps per N=10 configuration (each run includes its start: 300 steps amortise it poorly)")
     parser.add_argument("--big-steps", type=int, default=20, help="timed steps per N=1000 configuration")
     parser.add_argument("--mnist", action="store_true", help="real MNIST for N=10 too")
     parser.add_argument("--address", default=None, help="a running Ray cluster (default: local Ray)")
