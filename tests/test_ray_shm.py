@@ -81,3 +81,17 @@ def test_stop_ends_a_wait_at_once(tmp_path):
     with pytest.raises(PeerLost, match="stopped"):
         group.allreduce_sum(torch.ones(1, P))  # rank 1 never publishes
     assert time.monotonic() - start < 1.0
+
+
+def test_a_segment_the_directory_cannot_hold_fails_at_creation_and_leaves_nothing(tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")  # a container's small /dev/shm
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError):
+        shm.create([1, 1], P, directory=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_segment_is_reserved_whole_at_creation(tmp_path):
+    path = shm.create([1, 2], P, directory=str(tmp_path))
+    assert os.stat(path).st_blocks * 512 >= 2 * 3 * P * 4  # allocated, not a sparse file

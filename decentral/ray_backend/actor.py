@@ -80,9 +80,13 @@ class UnitActor:
         ip = ray.util.get_node_ip_address()
         self.group = await asyncio.to_thread(Group, self.plan.index, world, tuple(address), ip, store, self.meter)
 
-    def open_segment(self, rows: list[int], n_params: int) -> str:
-        """Rank 0 only, shared-memory exchange: a fresh segment on this node; returns its path."""
-        return shm.create(rows, n_params)
+    def open_segment(self, rows: list[int], n_params: int) -> str | None:
+        """Rank 0 only, shared-memory exchange: a fresh segment on this node; returns its path,
+        or None when the node cannot hold it (/dev/shm full or unwritable: the driver uses gloo)."""
+        try:
+            return shm.create(rows, n_params)
+        except OSError:
+            return None
 
     def join_segment(self, path: str, rows: list[int]) -> None:
         """Map the node's segment as this actor's group (closing the previous group's waits)."""

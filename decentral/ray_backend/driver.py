@@ -23,7 +23,7 @@ from . import cluster
 from .actor import UnitActor
 from .block import BlockHyper, combine_stats
 from . import shm
-from .plan import (COLLECTIVE, EXCHANGE_ENV, PLANE_ENV, SHM, choose_exchange, choose_layout,
+from .plan import (COLLECTIVE, EXCHANGE_ENV, GLOO, PLANE_ENV, SHM, choose_exchange, choose_layout,
                    choose_plane, make_blocks, messages_per_coupling, slot_rows)
 from .sources import mnist_source
 
@@ -95,9 +95,8 @@ class Fleet:
         self.exchange = choose_exchange(len(set(self.nodes.values())), shm.available(),
                                         os.environ.get(EXCHANGE_ENV))
         try:
-            if self.exchange == SHM:
-                self._join_segment()
-            else:
+            if self.exchange != SHM or not self._join_segment():
+                self.exchange = GLOO  # also when the node's /dev/shm cannot hold the segment
                 self._join_gloo()
         except (self.ray.exceptions.RayError, TimeoutError) as err:
             raise cluster.ClusterError(f"the unit actors could not form their {self.exchange} exchange: "
@@ -108,10 +107,13 @@ class Fleet:
         address = self.ray.get(self.handles[0].open_rendezvous.remote(world))
         self.ray.get([h.join.remote(address, world) for h in self.handles.values()], timeout=JOIN_TIMEOUT_S)
 
-    def _join_segment(self) -> None:
-        """Rank 0 creates the node's segment, every rank maps it, then its name is unlinked."""
+    def _join_segment(self) -> bool:
+        """Rank 0 creates the node's segment, every rank maps it, then its name is unlinked;
+        False (nothing joined) when the node cannot hold the segment."""
         rows = slot_rows(self.blocks)
         path = self.ray.get(self.handles[0].open_segment.remote(rows, self.arch.n_params))
+        if path is None:
+            return False
         try:
             self.ray.get([h.join_segment.remote(path, rows) for h in self.handles.values()],
                          timeout=JOIN_TIMEOUT_S)
@@ -120,6 +122,7 @@ class Fleet:
                 self.ray.get(self.handles[0].unlink_segment.remote(path), timeout=JOIN_TIMEOUT_S)
             except (self.ray.exceptions.RayError, TimeoutError):
                 shm.unlink(path)  # rank 0 is gone: the driver shares its node on local Ray
+        return True
 
     def resume_from(self, step: int, theta: torch.Tensor) -> None:
         """Every actor restored to `step` with its rows of theta [1, N, P] (a driver checkpoint)."""

@@ -60,11 +60,16 @@ def _layout(rows: list[int], n_params: int) -> tuple[int, int]:
 
 def create(rows: list[int], n_params: int, directory: str = SHM_DIR) -> str:
     """A fresh zeroed segment for W = len(rows) ranks (rank r publishes rows[r] rows of
-    n_params floats); returns its path."""
+    n_params floats); returns its path. OSError (nothing left behind) when the directory cannot
+    hold it: its pages are reserved here, since a tmpfs that runs out later (a container's 64 MB
+    /dev/shm) kills the writer with SIGBUS instead."""
     path = os.path.join(directory, f"{PREFIX}{uuid.uuid4().hex}")
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
-        os.ftruncate(fd, _layout(rows, n_params)[1])  # tmpfs: zero-filled
+        os.posix_fallocate(fd, 0, _layout(rows, n_params)[1])  # tmpfs: zero-filled
+    except BaseException:
+        unlink(path)
+        raise
     finally:
         os.close(fd)
     return path
