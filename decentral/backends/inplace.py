@@ -14,8 +14,7 @@ read from other runs, so `pending` is small, the engine keeps one [R*N, P] buffe
 636 MB instead of 1.27 GB) and a unit's new row goes over the row the gradient just read.
 Graphs with far-reaching edges (scale-free) park most units and keep the two-buffer form
 (`plan` returns None), as do graphs under MIN_UNITS units, where threads balance better unit by
-unit (measured: 1.4x the time at N = 100, the same at N = 1,000, 0.98x at N = 10,000 on a ring;
-the shared machine, load 9-19).
+unit (the measurements: README, next to bench_scale's table).
 """
 
 from __future__ import annotations
