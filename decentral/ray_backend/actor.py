@@ -82,7 +82,10 @@ class UnitActor:
 
     def open_segment(self, rows: list[int], n_params: int) -> str | None:
         """Rank 0 only, shared-memory exchange: a fresh segment on this node; returns its path,
-        or None when the node cannot hold it (/dev/shm full or unwritable: the driver uses gloo)."""
+        or None when the node cannot hold it (not Linux on x86_64, whatever the driver's machine
+        is, or /dev/shm full or unwritable: the driver uses gloo)."""
+        if not shm.available():
+            return None
         try:
             return shm.create(rows, n_params)
         except OSError:
