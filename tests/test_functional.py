@@ -263,8 +263,11 @@ def test_a_factory_that_changes_its_structure_is_refused_with_one_line(synthetic
     assert "'shifty' built modules of different structures" in message and "\n" not in message
 
 
-def test_the_model_registry_is_the_one_the_config_validates_against():
+def test_the_model_registry_is_the_one_the_config_validates_against(monkeypatch):
     import decentral
+
+    monkeypatch.setitem(models._FACTORIES, "not_registered_yet", None)  # so that it is removed after
+    del models._FACTORIES["not_registered_yet"]
 
     assert "cnn" in models.NAMES and "mlp" in models.NAMES
     with pytest.raises(decentral.UserInputError, match="--model must be one of mlp, cnn"):
@@ -273,3 +276,16 @@ def test_the_model_registry_is_the_one_the_config_validates_against():
     assert decentral.api.run_config(model="not_registered_yet").model == "not_registered_yet"
     with pytest.raises(TypeError):
         models.NAMES["other"] = models.small_cnn  # a read-only view: register() is the one way in
+
+
+def test_the_registry_test_left_nothing_behind():
+    assert "not_registered_yet" not in models.NAMES
+
+
+def test_kernels_numba_with_a_generic_model_is_refused_with_one_line(synthetic_data):
+    import decentral
+
+    with pytest.raises(decentral.UserInputError) as err:
+        decentral.run(model="cnn", kernels="numba", units=2, transient=0, steps=2, eval_every=1, data=synthetic_data)
+    message = str(err.value)
+    assert message.startswith("--kernels numba") and "\n" not in message

@@ -100,4 +100,8 @@ def select(device, dtype: torch.dtype = torch.float32, choice: str = "auto", arc
         raise UserInputError("--kernels numba runs float32 work on the CPU with numba installed; "
                              "use --kernels auto or torch here")
     chosen = NUMBA if fits and mode != "torch" else TORCH
-    return chosen if arch is None else arch.gradient_backend(chosen)
+    stepped = chosen if arch is None else arch.gradient_backend(chosen)
+    if mode == "numba" and stepped is not NUMBA:
+        raise UserInputError("--kernels numba steps only the MLP (--model mlp); other models are "
+                             "stepped by torch.func: use --kernels auto")
+    return stepped
