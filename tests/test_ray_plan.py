@@ -253,3 +253,14 @@ def test_block_steppers_with_their_cross_terms_equal_the_local_engine(synthetic_
         theta = torch.cat([s.step(theta[list(b.units)].clone(), t, True, x) for s, b, x in zip(steppers, blocks, cross)])
         state = engine.step(state)
     torch.testing.assert_close(theta, state.theta[0], atol=1e-5, rtol=0)
+
+
+def test_forcing_variables_accept_their_values_and_refuse_typos():
+    from decentral.errors import UserInputError
+
+    assert plan.choose_plane(0, None) == plan.COLLECTIVE and plan.choose_plane(0, "calls") == plan.CALLS
+    assert plan.choose_exchange(1, True, "auto") == plan.SHM and plan.choose_exchange(1, True, "gloo") == plan.GLOO
+    with pytest.raises(UserInputError, match=r"\$DECENTRAL_RAY_PLANE='colective': expected collective, calls or auto"):
+        plan.choose_plane(0, "colective")
+    with pytest.raises(UserInputError, match=r"\$DECENTRAL_RAY_EXCHANGE='glo'"):
+        plan.choose_exchange(1, True, "glo")

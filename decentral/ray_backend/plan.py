@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import UserInputError
+
 
 @dataclass(frozen=True)
 class Block:
@@ -191,11 +193,19 @@ def choose_plane(staleness: int, forced: str | None = None) -> str:
     """The gloo collective for synchronous runs (any tau), Ray actor calls for bounded
     staleness (an actor then steps with whatever snapshots it has, which a collective cannot
     express); `forced` (from $DECENTRAL_RAY_PLANE) overrides, except that staleness needs calls."""
+    _check_env(PLANE_ENV, forced, (COLLECTIVE, CALLS))
     if staleness > 0:
         return CALLS
     if forced in (COLLECTIVE, CALLS):
         return forced
     return COLLECTIVE
+
+
+def _check_env(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    """A forcing environment variable holds one of `allowed`, "auto" or nothing (a typo is an
+    error, not a silent default)."""
+    if value not in (None, "", "auto", *allowed):
+        raise UserInputError(f"${name}={value!r}: expected {', '.join(allowed)} or auto")
 
 
 SHM, GLOO = "shm", "gloo"  # the collective plane's exchanges (docs/ray.md, "Data planes")
@@ -205,6 +215,7 @@ EXCHANGE_ENV = "DECENTRAL_RAY_EXCHANGE"  # "gloo": never shared memory (benchmar
 def choose_exchange(n_nodes: int, shm_available: bool, forced: str | None = None) -> str:
     """Shared memory when every actor is on one node (and the node supports it), else gloo;
     `forced` "gloo" (from $DECENTRAL_RAY_EXCHANGE) keeps gloo everywhere."""
+    _check_env(EXCHANGE_ENV, forced, (SHM, GLOO))
     if forced == GLOO or n_nodes != 1 or not shm_available:
         return GLOO
     return SHM
