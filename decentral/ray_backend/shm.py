@@ -157,14 +157,11 @@ class ShmGroup:
         the segment's `seq` word, woken by the rank that completes the round), re-checking
         stop() and the deadline every WAIT_SLICE_S."""
         target, counters = self.round + 1, self.counters
-        if counters.min() >= target:
-            self._wake(target)  # this rank completed the round: wake the sleepers
-            return
         deadline = time.monotonic() + self.timeout_s
         while True:
             seen = self.seq.value  # read before the counters: a later wake changes it
             if counters.min() >= target:
-                self._wake(target)  # in case the completing rank saw this one late
+                self._wake(target)  # the round is complete: wake the sleepers (no-op if woken)
                 return
             if self.closed or self.stop():
                 raise PeerLost(f"shared-memory exchange stopped at round {self.round}")
