@@ -12,10 +12,14 @@ command builds it (`problem.prepare`, `simulation.single_run`) and timed on its 
 * per-unit loop: 10 nn.Modules and 10 torch.optim.SGD, coupled by a Python loop over pairs
   (the reference of benchmarks/bench_engine.py).
 
+All three sides compute with the command's default threads (`RunConfig.threads`: all available
+cores, or $OMP_NUM_THREADS where the user set it, `threads.per_worker`), applied to the whole
+process as the command applies them; the loop runs on torch's defaults under the same limit, as
+a user's own loop would. `--threads T` times them as `decentral run --threads T` instead.
 The sides are timed in alternating windows (`--rounds` of each) and the table gives each
 side's median window (the machine is shared; its speed drifts).
 
-    python benchmarks/bench_models.py [--data-root DIR] [--steps 200] [--rounds 3] [--threads 1]
+    python benchmarks/bench_models.py [--data-root DIR] [--steps 200] [--rounds 3] [--threads T]
 """
 
 from __future__ import annotations
@@ -120,8 +124,10 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--steps", type=int, default=200, help="steps per window")
     parser.add_argument("--rounds", type=int, default=3, help="alternating windows per side")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=RunConfig.threads,
+                        help="compute threads (default: as `decentral run`, all available cores)")
     args = parser.parse_args()
+    args.threads = threads.per_worker(args.threads)  # the command's count for its --threads
     threads.limit(args.threads)  # PyTorch, BLAS and OpenMP pools: as `decentral run --threads`
     with contextlib.suppress(ImportError):  # numba's pool too, before any kernel starts it: its idle
         import numba  # workers otherwise took the loaded machine's cores from every side (10-30x slower)
