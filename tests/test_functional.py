@@ -46,6 +46,53 @@ def test_generic_loss_and_grad_equal_the_mlp_reference(synthetic_data):
         assert torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6)
 
 
+def _pooled_net(input_shape, n_classes):  # nested Sequentials, pools, other activations, no bias
+    nn = torch.nn
+    channels = input_shape[0]
+    return nn.Sequential(
+        nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1, bias=False), nn.Tanh(), nn.MaxPool2d(2)),
+        nn.Conv2d(4, 6, 3, stride=2), nn.GELU(), nn.AvgPool2d(2),  # 28 -> 14 -> 6 -> 3; 32 -> 16 -> 7 -> 3
+        nn.Flatten(), nn.Linear(6 * 3 * 3, 12, bias=False), nn.ReLU(),
+        nn.Dropout(0.5), nn.Linear(12, n_classes))
+
+
+class _Residual(torch.nn.Module):  # not a Sequential: vmap steps it
+    def __init__(self, n_in, n_classes):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(n_in, 16), torch.nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x.flatten(1)))
+        return self.b(h + h.flip(1))
+
+
+@pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("cnn", (3, 32, 32)), ("pooled", (1, 28, 28)),
+                                         ("pooled", (3, 32, 32)), ("mlp2", (1, 28, 28))])
+def test_the_stacked_forward_gives_the_vmap_gradients(name, shape):
+    factories = {"cnn": models.small_cnn, "pooled": _pooled_net, "mlp2": models.mlp_factory(2)}
+    arch = ModuleArch(name, factories[name], shape, 10)
+    assert arch.stacked is not None
+    gen = torch.Generator().manual_seed(1)
+    theta = arch.init_params([torch.Generator().manual_seed(u) for u in range(5)], "pytorch")
+    x, y = torch.rand(5, 7, arch.n_in, generator=gen), torch.randint(0, 10, (5, 7), generator=gen)
+    loss, grad = arch.loss_and_grad(theta, x, y)
+    arch.stacked = None  # the vmap path
+    want_loss, want_grad = arch.loss_and_grad(theta, x, y)
+    assert torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6)
+
+
+def test_a_module_the_stacked_forward_does_not_know_is_stepped_by_vmap(synthetic_data):
+    import decentral
+
+    arch = ModuleArch("residual", lambda shape, n_classes: _Residual(784, n_classes), (1, 28, 28), 10)
+    assert arch.stacked is None
+    def residual(shape, n_classes):
+        return _Residual(784, n_classes)
+
+    result = decentral.run(model=residual, units=3, transient=0, steps=5, eval_every=5, data=synthetic_data)
+    assert result.params.shape == (3, arch.n_params) and torch.isfinite(result.params).all()
+
+
 @pytest.mark.parametrize("graph", ["mean-field", "ring"])
 def test_generic_path_equals_the_mlp_fast_path(synthetic_data, graph):
     """30 coupled steps of the generic path on an MLP equal the fast path's (numba kernel where
