@@ -121,21 +121,20 @@ class ModuleArch:
         `model.loss_and_grad`: theta [U, P]; inputs x [U, B, n_in] or UnitBatches/SharedBatches
         (their `unit_x()`); y [U, B].
 
-        One forward of all units (`vmap` over `functional_call`, parameters as views of theta)
-        and one ordinary reverse pass of the summed losses: units are independent, so that
-        gradient holds each unit's own (cheaper than vmap of grad: no per-unit transforms)."""
+        One forward of all units (`self.stacked`, else `vmap` over `functional_call`; parameters
+        as views of theta) and one ordinary reverse pass from the logits' gradient, written out
+        (softmax - one-hot) / B as the MLP's path writes it: units are independent, so that pass
+        gives each unit's own gradient (cheaper than vmap of grad: no per-unit transforms)."""
         x = self.unit_images(inputs if isinstance(inputs, torch.Tensor) else inputs.unit_x())  # [U, B, ...]
-        units, batch = y.shape
         with torch.enable_grad():  # the engine steps under no_grad
             params = {n: p.detach().requires_grad_() for n, p in self.unflatten(theta).items()}  # [U, ...]
             logits = (self.stacked or vmap(self._forward))(params, x)  # [U, B, C]
-            losses = F.cross_entropy(logits.reshape(units * batch, -1), y.reshape(-1), reduction="none")
-            losses = losses.view(units, batch).mean(dim=1)  # [U]
-            grads = torch.autograd.grad(losses.sum(), list(params.values()))
+        losses, dlogits = _cross_entropy_grad(logits.detach().transpose(1, 2), y, with_loss)  # [U], [U, C, B]
+        grads = torch.autograd.grad(logits, list(params.values()), dlogits.transpose(1, 2))
         gradient = torch.empty_like(theta)  # [U, P]
         for part, g in zip(self.unflatten(gradient).values(), grads):
-            part.copy_(g)  # one strided copy each (a weight's gradient may come transposed)
-        return (losses.detach() if with_loss else None), gradient
+            part.copy_(g)  # one copy each
+        return losses, gradient
 
     def per_sample_scores(self, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy [U, T] and correctness [U, T] of units theta [U, P] on shared test images
@@ -173,6 +172,22 @@ class ModuleArch:
             raise UserInputError(f"model factory {self.name!r} built modules of different structures "
                                  f"(each call must return the same parameter names and shapes)")
         return torch.cat([p.detach().reshape(-1) for _, p in params]).float()
+
+
+def _cross_entropy_grad(by_class: torch.Tensor, y: torch.Tensor, with_loss: bool
+                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Mean cross-entropy per unit [U] (None unless with_loss) and its gradient with respect to
+    the logits, (softmax - one-hot) / B [U, C, B], from logits by_class [U, C, B] and y [U, B]."""
+    labels = y.unsqueeze(1)  # [U, 1, B]
+    losses = None
+    if with_loss:
+        log_p = torch.log_softmax(by_class, dim=1)  # [U, C, B]
+        losses = -log_p.gather(1, labels).squeeze(1).mean(dim=1)
+        delta = log_p.exp_()
+    else:
+        delta = torch.softmax(by_class, dim=1)
+    delta.scatter_add_(1, labels, torch.full(labels.shape, -1.0, dtype=delta.dtype, device=delta.device))
+    return losses, delta.mul_(1.0 / by_class.shape[2])
 
 
 class FunctionalBackend:
