@@ -151,6 +151,45 @@ def test_fused_sparse_kernel_in_place_equals_two_buffers_bitwise(graph, monkeypa
     assert torch.equal(in_place, reference)
 
 
+@pytest.mark.parametrize("graph", ["scale_free", "directed"])
+def test_fused_sparse_kernel_streamed_and_in_any_order_equals_plain_bitwise(graph, monkeypatch):
+    """`backends.streaming` (new rows by non-temporal stores, forced on at a small N; rows of
+    172 values start anywhere in a 64-byte line) and the unit order (`backends.locality`, or
+    reversed) change no number, with one Q per replica."""
+    from decentral.backends import locality, streaming
+
+    n = 150
+    shards, arch = _shards_for(n), Architecture(depth=1, width=6, n_in=16, n_out=10)
+    couplings = [Coupling.from_matrix(topology.coupling_matrix(topology.generate(graph, n, seed=s)))
+                 for s in (0, 1)]
+    sigma, seeds, hyper = sigma_tensor([20.0, 150.0], 2, "cpu"), [1, 2], Hyper(lr=0.02, batch_size=4)
+
+    def run(min_bytes, reverse=False):
+        monkeypatch.setattr(streaming, "STREAM_MIN_BYTES", min_bytes)
+        if reverse:
+            monkeypatch.setattr(locality, "unit_order", lambda crow, col: np.arange(len(crow) - 2, -1, -1))
+        stepper = make_stepper(arch, shards, couplings, sigma, seeds, hyper)
+        assert not stepper.kernel.in_place
+        return stepper.advance(init_state(arch, seeds, n), 4).theta
+
+    plain = run(1 << 62)
+    assert torch.equal(run(0), plain)
+    assert torch.equal(run(1 << 62, reverse=True), plain)
+
+
+def test_locality_order_takes_every_unit_once_neighbours_together():
+    from decentral.backends import locality
+
+    parts = [nx.cycle_graph(40), nx.cycle_graph(30), nx.empty_graph(5), topology.generate("directed", 25, seed=3)]
+    q = sp.csr_array(sp.block_diag([sp.csr_array(topology.coupling_matrix(g)) for g in parts]))
+    crow, col = q.indptr.astype(np.int64), q.indices.astype(np.int64)
+    for order in (locality.depth_first(crow, col), locality.unit_order(crow, col)):
+        assert np.array_equal(np.sort(order), np.arange(100))
+    visit = locality.depth_first(crow, col)
+    ring = visit[np.isin(visit, np.arange(40))]  # the first ring, walked neighbour after neighbour
+    assert all((b - a) % 40 in (1, 39) for a, b in zip(ring[:-1], ring[1:]))
+
+
 def test_ten_thousand_unit_ring_steps_without_any_n_by_n_array(tmp_path, monkeypatch):
     n = 10_000
     path = topology.write_graph(topology.generate("ring", n), tmp_path / "ring.edgelist")

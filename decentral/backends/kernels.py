@@ -11,7 +11,8 @@ Given Eq. 2
 it then updates each unit's row right away (`engine.FusedKernel`): on the complete graph in
 mean-field form, in place on one copy of the parameters; on any other graph in sparse form from
 W's CSR rows (`update.sparse_operator`), into a second buffer, since unit i's new row needs its
-neighbours' rows at t (the engine swaps the two buffers every step).
+neighbours' rows at t (the engine swaps the two buffers every step); units in `locality` order
+(neighbours close together in time), and large buffers written past the caches (`streaming`).
 
 :func:`upper_grad` serves inputs that meet the first layer elsewhere (an ensemble's shared
 batches run it as one wide MKL GEMM): everything above the first layer.
@@ -29,7 +30,7 @@ import threading
 import numpy as np
 import torch
 
-from . import inplace
+from . import inplace, locality, streaming
 from .layers import _compiled, _unit_gradient, _upper_unit, available, numba  # noqa: F401
 
 
@@ -95,15 +96,17 @@ class LocalGrad:
         self._weight, self._diag = _as_float32(weight), _as_float32(diag)
         self._lr = np.float32(lr if sparse is None else sparse_lr)
         self._plan = inplace.plan(self._crow, self._col) if sparse is not None else None
+        self._sparse_order = locality.unit_order(self._crow, self._col) if sparse is not None else None
         self._pending = None  # [S, P] parked rows of the in-place sparse form, made on first use
         # sparse rows read their neighbours' old rows: in place only where `inplace` plans it
         self.in_place = sparse is None or self._plan is not None
 
     def _order(self, units: int) -> np.ndarray:
-        """The order units are handed to threads: a fixed shuffle in sparse form (a hub's many
-        neighbour rows would otherwise load one thread's contiguous block), else 0..U-1. Results
-        do not depend on it: each unit's row is computed alone."""
-        return _unit_order(units, self._crow.shape[0] > 0)
+        """The order units are handed to threads: in sparse form `locality.unit_order` (runs of
+        a depth-first order, shuffled: neighbours' rows are read while in cache, and a hub's many
+        neighbour rows do not load one thread's contiguous block), else 0..U-1. Results do not
+        depend on it: each unit's row is computed alone."""
+        return _identity_order(units) if self._sparse_order is None else self._sparse_order
 
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
@@ -129,26 +132,17 @@ class LocalGrad:
                                           self._lr, self._crow, self._col, self._weight, self._diag,
                                           *self._plan, self._pending)
             return loss
+        stream = self._crow.shape[0] > 0 and streaming.streams(out.nbytes)  # sparse rows past the caches
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
                      self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag,
-                     self._order(theta.shape[0]))
+                     self._order(theta.shape[0]), stream)
         return loss
 
 
-UNIT_RUN = 16  # consecutive units per run of the sparse form's shuffled order
-
-
 @functools.lru_cache(maxsize=8)
-def _unit_order(units: int, shuffled: bool) -> np.ndarray:
-    """0..U-1, or in sparse form runs of UNIT_RUN consecutive units in a fixed shuffled order:
-    the runs even out the threads' shares, and within a run a lattice-like graph's neighbour
-    rows were read for the previous units and are still in cache."""
-    if not shuffled:
-        order = np.arange(units)
-    else:
-        runs = np.arange(0, units, UNIT_RUN)
-        starts = runs[np.random.default_rng(0).permutation(len(runs))]
-        order = np.concatenate([np.arange(s, min(s + UNIT_RUN, units)) for s in starts])
+def _identity_order(units: int) -> np.ndarray:
+    """0..U-1 (read only)."""
+    order = np.arange(units)
     order.flags.writeable = False
     return order
 
@@ -199,10 +193,11 @@ if numba is not None:
 
     @_compiled(parallel=True)
     def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr,
-                     crow, col, weight, diag, order):
+                     crow, col, weight, diag, order, stream):
         """Per unit: its local gradient (`layers._unit_gradient`), then Eq. 2: in mean-field form
         when alpha and c hold one value per replica, in sparse form when crow holds W's row
-        pointers (see `LocalGrad`)."""
+        pointers (see `LocalGrad`), each new row computed in cache and then, with stream,
+        written by `streaming.stream_row`."""
         mean_field, sparse = alpha.shape[0] > 0, crow.shape[0] > 0
         per_replica = theta.shape[0] // max(alpha.shape[0], 1)
         total = _replica_sums(theta, alpha.shape[0]) if mean_field else theta[:0]  # [R, P]
@@ -216,7 +211,11 @@ if numba is not None:
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
                 for p in range(out.shape[0]):
                     out[p] = a * own[p] + cr * row[p] - lr * g[p]
-            elif sparse:  # Eq. 2 from the neighbours' rows at t; grad is a separate buffer
+            elif sparse and stream:  # Eq. 2 from the neighbours' rows at t; grad is a separate buffer
+                new = np.empty(theta.shape[1], theta.dtype)  # [P] the new row, in cache
+                _sparse_row(theta, g, new, u, crow, col, weight, diag[u], lr)
+                streaming.stream_row(grad, u, new)
+            elif sparse:
                 _sparse_row(theta, g, grad[u], u, crow, col, weight, diag[u], lr)
 
     @_jit
