@@ -54,20 +54,48 @@ def plan(module: nn.Module, input_shape: tuple) -> "StackedForward | None":
 
 
 class StackedForward:
-    """forward(params {name: [U, ...]}, x [U, B, ...]) -> logits [U, B, C] of all units at once
-    (picklable: it holds the template's parameter-free layer objects and their names)."""
+    """forward(params {name: [U, ...]}, x [U, B, ...]) -> logits [U, B, C] of all units at once;
+    with shared=True, x [B, ...] is one batch every unit sees (evaluation), and the first Conv2d
+    or Linear runs as one plain convolution or GEMM of all units' weights on it. Picklable: it
+    holds the template's parameter-free layer objects and their parameters' names."""
 
     def __init__(self, layers: list[tuple[str, nn.Module]]):
         self.layers = layers
 
-    def __call__(self, params: dict, x: torch.Tensor) -> torch.Tensor:
-        units, batch = x.shape[:2]
-        h, image = x, False  # image: h is [B, U*C, H, W]; else [U, B, ...]
+    def __call__(self, params: dict, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        units = next(iter(params.values())).shape[0]
+        batch = x.shape[0] if shared else x.shape[1]
+        h, image = x, False  # image: h is [B, U*C, H, W]; else [U, B, ...] ([B, ...] while shared)
         for prefix, layer in self.layers:
-            h, image = _apply(layer, prefix, params, h, image, units, batch)
-        if image or h.dim() != 3:
+            if shared and isinstance(layer, (nn.Conv2d, nn.Linear)):
+                (h, image, applied), shared = _shared(layer, prefix, params, h, units), False
+                if applied:
+                    continue
+            if not shared:
+                h, image = _apply(layer, prefix, params, h, image, units, batch)
+            elif isinstance(layer, nn.Flatten):
+                h = h.reshape(batch, -1)
+            else:
+                h = layer(h)  # elementwise or a pool on the shared images
+        if image or shared or h.dim() != 3:
             raise ValueError("the stacked forward did not end in logits [U, B, C]")
         return h
+
+
+def _shared(layer, prefix: str, params: dict, h: torch.Tensor, units: int):
+    """The first Conv2d or Linear on the shared batch h [B, ...]: (its output, image layout,
+    applied); a grouped convolution gets the batch repeated per unit instead (not applied yet)."""
+    w, b = params[prefix + "weight"], params.get(prefix + "bias")  # [U, out, ...], [U, out]
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1:
+            return h.expand(units, *h.shape), False, False  # [U, B, C, H, W]
+        return F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), layer.stride, layer.padding,
+                        layer.dilation), True, True  # [B, U*out, H', W']
+    if h.dim() != 2:
+        raise ValueError("Linear on images (not flattened)")
+    flat_w = w.flatten(0, 1)  # [U*out, in]
+    z = flat_w @ h.T if b is None else torch.addmm(b.reshape(-1, 1), flat_w, h.T)  # [U*out, B]
+    return z.view(units, -1, h.shape[0]).transpose(1, 2), False, True  # [U, B, out]
 
 
 def _known(layer: nn.Module) -> bool:

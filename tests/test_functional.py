@@ -56,6 +56,14 @@ def _pooled_net(input_shape, n_classes):  # nested Sequentials, pools, other act
         nn.Dropout(0.5), nn.Linear(12, n_classes))
 
 
+def _grouped_net(input_shape, n_classes):  # a grouped first convolution (groups = channels)
+    nn = torch.nn
+    channels = input_shape[0]
+    return nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1,
+                                   groups=channels), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(2 * channels * (-(-input_shape[1] // 2)) ** 2, n_classes))
+
+
 class _Residual(torch.nn.Module):  # not a Sequential: vmap steps it
     def __init__(self, n_in, n_classes):
         super().__init__()
@@ -67,18 +75,22 @@ class _Residual(torch.nn.Module):  # not a Sequential: vmap steps it
 
 
 @pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("cnn", (3, 32, 32)), ("pooled", (1, 28, 28)),
-                                         ("pooled", (3, 32, 32)), ("mlp2", (1, 28, 28))])
-def test_the_stacked_forward_gives_the_vmap_gradients(name, shape):
-    factories = {"cnn": models.small_cnn, "pooled": _pooled_net, "mlp2": models.mlp_factory(2)}
+                                         ("pooled", (3, 32, 32)), ("mlp2", (1, 28, 28)), ("grouped", (3, 32, 32))])
+def test_the_stacked_forward_gives_the_vmap_gradients_and_scores(name, shape):
+    factories = {"cnn": models.small_cnn, "pooled": _pooled_net, "mlp2": models.mlp_factory(2), "grouped": _grouped_net}
     arch = ModuleArch(name, factories[name], shape, 10)
     assert arch.stacked is not None
     gen = torch.Generator().manual_seed(1)
     theta = arch.init_params([torch.Generator().manual_seed(u) for u in range(5)], "pytorch")
     x, y = torch.rand(5, 7, arch.n_in, generator=gen), torch.randint(0, 10, (5, 7), generator=gen)
+    test_x, test_y = torch.rand(9, arch.n_in, generator=gen), torch.randint(0, 10, (9,), generator=gen)
     loss, grad = arch.loss_and_grad(theta, x, y)
+    scores = arch.per_sample_scores(theta, test_x, test_y)
     arch.stacked = None  # the vmap path
     want_loss, want_grad = arch.loss_and_grad(theta, x, y)
     assert torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6)
+    want_scores = arch.per_sample_scores(theta, test_x, test_y)
+    assert torch.allclose(scores[0], want_scores[0], atol=1e-6) and torch.equal(scores[1], want_scores[1])
 
 
 def test_a_module_the_stacked_forward_does_not_know_is_stepped_by_vmap(synthetic_data):
