@@ -6,8 +6,9 @@ unit k owns class k of MNIST, batch 32, mean field, sigma 30, D = 1, seed 0), bu
 command builds it (`problem.prepare`, `simulation.single_run`) and timed on its training steps:
 
 * generic: `--model cnn`, and for the MLP the same nn.Sequential registered as a custom model
-  (`models.register`, what the Python API does with a factory): one vmapped forward of all
-  units and one reverse pass, Eq. 2 as for the MLP;
+  (`models.register`, what the Python API does with a factory): one forward of all units
+  (`decentral.stacked`, both being Sequentials of known layers) and one reverse pass, Eq. 2
+  as for the MLP;
 * fast path (MLP only): `--model mlp`, its default backend (the numba kernel on the CPU);
 * per-unit loop: 10 nn.Modules and 10 torch.optim.SGD, coupled by a Python loop over pairs
   (the reference of benchmarks/bench_engine.py).
