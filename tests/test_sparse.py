@@ -188,6 +188,11 @@ def test_locality_order_takes_every_unit_once_neighbours_together():
     visit = locality.depth_first(crow, col)
     ring = visit[np.isin(visit, np.arange(40))]  # the first ring, walked neighbour after neighbour
     assert all((b - a) % 40 in (1, 39) for a, b in zip(ring[:-1], ring[1:]))
+    for graph, searched in (("scale_free", True), ("small_world", False)):  # id order kept where local
+        q = sp.csr_array(topology.coupling_matrix(topology.generate(graph, 640, seed=0, degree=4)))
+        order = locality.unit_order(q.indptr.astype(np.int64), q.indices.astype(np.int64))
+        runs = order.reshape(-1, locality.RUN)
+        assert np.array_equal(runs, runs[:, :1] + np.arange(locality.RUN)) != searched
 
 
 def test_ten_thousand_unit_ring_steps_without_any_n_by_n_array(tmp_path, monkeypatch):
