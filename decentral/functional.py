@@ -3,10 +3,11 @@
 A unit is the module a factory builds, `factory(input_shape, n_classes) -> nn.Module`; all units
 share its structure. Unit u's parameters are one flat row theta[u] [P] in the module's
 `named_parameters()` order (each tensor row-major), so Eq. 2 (`decentral.update`, `forms`) acts
-on theta [R, N, P] exactly as for the MLP. Gradients come from one reverse pass through the
-units' forward passes vectorized with `torch.func.vmap` over `functional_call` (the units are
-independent, so the gradient of their summed losses is every unit's own gradient); weight decay
-is not in it (Eq. 2 adds it). Evaluation runs the same vmapped forward on shared test images.
+on theta [R, N, P] exactly as for the MLP. Gradients come from one reverse pass through all
+units' forward: `decentral.stacked` where the module is a Sequential of layers it knows, else
+`torch.func.vmap` over `functional_call` (the units are independent, so the gradient of their
+summed losses is every unit's own gradient); weight decay is not in it (Eq. 2 adds it).
+Evaluation runs the same forward on shared test images.
 
 The module runs in eval mode with its buffers fixed at the template's values (no batch-norm
 statistics, no dropout), so a step is a pure function of (theta, batch). Unit u is initialized
@@ -62,8 +63,11 @@ class ModuleArch:
     def _largest_output(self) -> int:
         """Floats of the largest output of any layer of the template on one image."""
         sizes = [self.n_in]
-        hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
-                 for m in self.template.modules() if not list(m.children())]
+        def record(_module, _inputs, out):  # tensors of a leaf's output on one image
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            sizes.extend(t.numel() for t in outs if torch.is_tensor(t))
+
+        hooks = [m.register_forward_hook(record) for m in self.template.modules() if not list(m.children())]
         try:
             with torch.no_grad():
                 self.template(torch.zeros(1, *self.input_shape))
@@ -85,7 +89,7 @@ class ModuleArch:
             with torch.no_grad():
                 pairs = [(forward(params, x), vmap(self._forward)(params, x)),
                          (forward(params, shared, shared=True), vmap(self.logits, in_dims=(0, None))(theta, shared))]
-        except (RuntimeError, ValueError, KeyError, TypeError):
+        except Exception:  # any failure of the plan (or of vmap here): vmap, as for unknown modules
             return None
         agree = all(a.shape == b.shape and torch.allclose(a, b, atol=1e-4) for a, b in pairs)
         return forward if agree else None

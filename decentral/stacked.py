@@ -15,8 +15,9 @@ autograd's reverse pass gives the weights' gradients in their storage order.
     elementwise     ReLU, LeakyReLU, ELU, GELU, SiLU, Tanh, Sigmoid, Identity, Dropout (eval)
     Flatten         default dims
 
-Anything else (another layer, a Linear on images, a non-zero padding mode) returns no plan, and
-the vmap path runs. `ModuleArch` also checks a plan against the vmap path once, on random
+Anything else returns no plan, and the vmap path runs: another layer, a subclass with a forward
+of its own (a Sequential's included), a module with hooks, a Linear on images, a non-zero
+padding mode. `ModuleArch` also checks a plan against the vmap path once, on random
 parameters and inputs, before it uses it.
 """
 
@@ -28,12 +29,13 @@ import torch.nn.functional as F
 nn = torch.nn
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Dropout)
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+KNOWN = (nn.Conv2d, nn.Linear, nn.Flatten, *POOLS, *ELEMENTWISE)
 
 
 def leaves(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]] | None:
     """(parameter-name prefix, layer) of a Sequential's layers in order, nested Sequentials
-    opened; None when the module is not a Sequential."""
-    if not isinstance(module, nn.Sequential):
+    opened; None when the module is not a plain Sequential."""
+    if not (isinstance(module, nn.Sequential) and _plain(module, nn.Sequential)):
         return None
     out = []
     for name, child in module.named_children():
@@ -48,6 +50,8 @@ def plan(module: nn.Module, input_shape: tuple) -> "StackedForward | None":
     layers = leaves(module)
     if layers is None or not all(_known(layer) for _, layer in layers):
         return None
+    if not any(isinstance(layer, (nn.Conv2d, nn.Linear)) for _, layer in layers):
+        return None  # no parameters: nothing to stack
     if any(isinstance(layer, nn.Conv2d) for _, layer in layers) and len(input_shape) != 3:
         return None
     return StackedForward(layers)
@@ -98,12 +102,21 @@ def _shared(layer, prefix: str, params: dict, h: torch.Tensor, units: int):
     return z.view(units, -1, h.shape[0]).transpose(1, 2), False, True  # [U, B, out]
 
 
+def _plain(module: nn.Module, cls: type) -> bool:
+    """Whether module runs cls's own forward (no subclass's) and no hooks: the stacked forward
+    writes that forward out, and would skip anything else."""
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return type(module).forward is cls.forward and not any(getattr(module, h, None) for h in hooks)
+
+
 def _known(layer: nn.Module) -> bool:
+    if not any(isinstance(layer, cls) and _plain(layer, cls) for cls in KNOWN):
+        return False
     if isinstance(layer, nn.Conv2d):
         return layer.padding_mode == "zeros"
     if isinstance(layer, nn.Flatten):
         return layer.start_dim == 1 and layer.end_dim == -1
-    return isinstance(layer, (nn.Linear, *POOLS, *ELEMENTWISE))
+    return True
 
 
 def _apply(layer, prefix: str, params: dict, h: torch.Tensor, image: bool, units: int, batch: int):

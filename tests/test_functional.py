@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call
 
 from decentral import backends, models
 from decentral.data import partition
@@ -64,6 +65,15 @@ def _grouped_net(input_shape, n_classes):  # a grouped first convolution (groups
                          nn.Linear(2 * channels * (-(-input_shape[1] // 2)) ** 2, n_classes))
 
 
+def _options_net(input_shape, n_classes):  # convolution and pool options other than the defaults
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(input_shape[0], 4, 3, stride=2, padding=2, dilation=2), nn.LeakyReLU(0.1),
+        nn.Conv2d(4, 4, 4, padding="same", groups=2, bias=False), nn.ELU(),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True, divisor_override=3),
+        nn.AdaptiveMaxPool2d((3, 2)), nn.Flatten(), nn.Linear(4 * 3 * 2, n_classes))
+
+
 class _Residual(torch.nn.Module):  # not a Sequential: vmap steps it
     def __init__(self, n_in, n_classes):
         super().__init__()
@@ -75,9 +85,11 @@ class _Residual(torch.nn.Module):  # not a Sequential: vmap steps it
 
 
 @pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("cnn", (3, 32, 32)), ("pooled", (1, 28, 28)),
-                                         ("pooled", (3, 32, 32)), ("mlp2", (1, 28, 28)), ("grouped", (3, 32, 32))])
+                                         ("pooled", (3, 32, 32)), ("mlp2", (1, 28, 28)), ("grouped", (3, 32, 32)),
+                                         ("options", (3, 32, 32))])
 def test_the_stacked_forward_gives_the_vmap_gradients_and_scores(name, shape):
-    factories = {"cnn": models.small_cnn, "pooled": _pooled_net, "mlp2": models.mlp_factory(2), "grouped": _grouped_net}
+    factories = {"cnn": models.small_cnn, "pooled": _pooled_net, "mlp2": models.mlp_factory(2), "grouped": _grouped_net,
+                 "options": _options_net}
     arch = ModuleArch(name, factories[name], shape, 10)
     assert arch.stacked is not None
     gen = torch.Generator().manual_seed(1)
@@ -91,6 +103,41 @@ def test_the_stacked_forward_gives_the_vmap_gradients_and_scores(name, shape):
     assert torch.allclose(loss, want_loss, atol=1e-6) and torch.allclose(grad, want_grad, atol=1e-6)
     want_scores = arch.per_sample_scores(theta, test_x, test_y)
     assert torch.allclose(scores[0], want_scores[0], atol=1e-6) and torch.equal(scores[1], want_scores[1])
+
+
+class _ClampedLinear(torch.nn.Linear):  # its own forward: differs from Linear's only for weights beyond 1
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight.clamp(-1.0, 1.0), self.bias)
+
+
+class _ClampedInput(torch.nn.Sequential):  # a Sequential with its own forward
+    def forward(self, x):
+        return super().forward(x.clamp(max=2.0))
+
+
+def _hooked(n_in, n_classes):
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, n_classes))
+    module[1].register_forward_hook(lambda _module, _inputs, out: out.clamp(max=50.0))
+    return module
+
+
+@pytest.mark.parametrize("build", [
+    lambda n_in, n_classes: torch.nn.Sequential(torch.nn.Flatten(), _ClampedLinear(n_in, n_classes)),
+    lambda n_in, n_classes: torch.nn.Sequential(_ClampedInput(torch.nn.Flatten(), torch.nn.Linear(n_in, n_classes))),
+    _hooked,
+    lambda n_in, n_classes: torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"),
+                                                torch.nn.Flatten(), torch.nn.Linear(2 * n_in, n_classes))])
+def test_subclassed_or_hooked_layers_are_left_to_vmap(build):
+    """Forwards the stacked one would not run (a subclass's own forward, a hook, a padding mode)
+    get no plan, even where they agree with it on the build check's small random inputs."""
+    arch = ModuleArch("custom", lambda shape, n_classes: build(16, n_classes), (1, 4, 4), 10)
+    assert arch.stacked is None
+    theta = torch.randn(2, arch.n_params, generator=torch.Generator().manual_seed(0)) * 3
+    x, y = torch.full((2, 5, 16), 3.0), torch.zeros(2, 5, dtype=torch.long)
+    loss, _ = arch.loss_and_grad(theta, x, y)
+    want = [torch.nn.functional.cross_entropy(functional_call(arch.template, arch.unflatten(row), arch.images(x[u])), y[u])
+            for u, row in enumerate(theta)]  # each unit alone, through the module's own forward
+    assert torch.allclose(loss, torch.stack(want), atol=1e-5)
 
 
 def test_a_module_the_stacked_forward_does_not_know_is_stepped_by_vmap(synthetic_data):
