@@ -28,7 +28,7 @@ from .errors import UserInputError
 
 Factory = Callable[[tuple, int], torch.nn.Module]  # (input_shape, n_classes) -> a fresh module
 # floats of the largest layer output of all units in one evaluation chunk (bounds activation
-# memory; 8 MB keeps it in cache: the CNN's evaluation 2.5-3.5x faster than 8,192 unit-images)
+# memory; 8 MB keeps it in cache, README: generic models)
 EVAL_FLOATS = 2**21
 
 
