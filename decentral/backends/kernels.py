@@ -106,7 +106,11 @@ class LocalGrad:
         a depth-first order, shuffled: neighbours' rows are read while in cache, and a hub's many
         neighbour rows do not load one thread's contiguous block), else 0..U-1. Results do not
         depend on it: each unit's row is computed alone."""
-        return _identity_order(units) if self._sparse_order is None else self._sparse_order
+        if self._sparse_order is None:
+            return _identity_order(units)
+        if len(self._sparse_order) != units:
+            raise ValueError(f"sparse kernel built for {len(self._sparse_order)} units, called on {units}")
+        return self._sparse_order
 
     def __call__(self, theta: torch.Tensor, out: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> np.ndarray:
         """Loss [U] of each unit on its batch, at theta; fills out as the class docstring says.
@@ -132,7 +136,7 @@ class LocalGrad:
                                           self._lr, self._crow, self._col, self._weight, self._diag,
                                           *self._plan, self._pending)
             return loss
-        stream = self._crow.shape[0] > 0 and streaming.streams(out.nbytes)  # sparse rows past the caches
+        stream = self._crow.shape[0] > 0 and streaming.streams(out)  # sparse rows past the caches
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
                      self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag,
                      self._order(theta.shape[0]), stream)

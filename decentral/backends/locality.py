@@ -4,11 +4,10 @@ Unit i's new row (Eq. 2, `kernels.LocalGrad`) reads the rows of its neighbours. 
 parameters far exceed the caches (N = 10,000: 636 MB), a row still in a core's L2 from a
 recent unit costs nothing, any other row a 64 KB read from memory. Stepping the units in a
 depth-first order of the graph puts a unit next to the neighbour it was reached from, so
-consecutive units share rows: on the scale-free graph of bench_scale at N = 10,000 a cache
-model (an LRU of 24 rows per core) counts 3.5 rows read from memory per unit against 5.0 in
-id order (own row and neighbours). Graphs already local in id order (ring, lattice, the
-small world: 90% of its edges join units fewer than NEAR apart, against 58% depth-first, and
-1.4 rows per unit against 2.1) keep it: of the two orders, the one with more such near edges.
+consecutive units share rows, and fewer rows are read from memory per unit than in id order
+on a scale-free graph (README, "Session 8": the cache model and the measurements). Graphs
+already local in id order (ring, lattice, small world) keep it: of the two orders, the one
+with more edges whose units are fewer than NEAR places apart.
 
 The order is cut into runs of RUN consecutive units, and the runs are handed to threads in a
 fixed shuffled order: each thread's share of hubs (many neighbour rows) evens out, and only a

@@ -12,15 +12,23 @@ The numbers are the same either way: the row is computed first, then copied.
 
 from __future__ import annotations
 
+import platform
+
+import numpy as np
+
 from .layers import _compiled, numba
 
 STREAM_MIN_BYTES = 32 << 20  # one [U, P] buffer at least this large: new rows bypass the caches
 LINE = 16  # float32 values per 64-byte line
 
 
-def streams(buffer_bytes: int) -> bool:
-    """Whether a sparse step writing a buffer of buffer_bytes should use `stream_row`."""
-    return buffer_bytes >= STREAM_MIN_BYTES
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")  # sfence orders the stores
+
+
+def streams(out: np.ndarray) -> bool:
+    """Whether a sparse step writing out [U, P] should use `stream_row`: a float32 buffer of at
+    least STREAM_MIN_BYTES whose values sit on 4-byte boundaries (the line arithmetic needs it)."""
+    return out.dtype == np.float32 and out.ctypes.data % 4 == 0 and out.nbytes >= STREAM_MIN_BYTES
 
 
 if numba is not None:
@@ -62,9 +70,16 @@ if numba is not None:
 
     @intrinsic
     def _store_fence(typingctx):
-        """A full fence: the non-temporal stores before it are visible to every thread after it."""
+        """Orders the non-temporal stores before it ahead of every later store, so the rows are
+        in memory before another thread can learn they are done: x86's `sfence` (a locked
+        instruction, which LLVM emits for a seq_cst fence, is not documented to order
+        non-temporal stores), LLVM's seq_cst fence elsewhere."""
         def codegen(context, builder, signature, args):
-            builder.fence("seq_cst")
+            if X86:
+                sfence = ir.FunctionType(ir.VoidType(), [])
+                builder.call(cgutils.get_or_insert_function(builder.module, sfence, "llvm.x86.sse.sfence"), [])
+            else:
+                builder.fence("seq_cst")
             return context.get_dummy_value()
         return types.void(), codegen
 
