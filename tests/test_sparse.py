@@ -152,11 +152,10 @@ def test_fused_sparse_kernel_in_place_equals_two_buffers_bitwise(graph, monkeypa
 
 
 @pytest.mark.parametrize("graph", ["scale_free", "directed"])
-def test_fused_sparse_kernel_streamed_and_in_any_order_equals_plain_bitwise(graph, monkeypatch):
-    """`backends.streaming` (new rows by non-temporal stores, forced on at a small N; rows of
-    172 values start anywhere in a 64-byte line) and the unit order (`backends.locality`, or
-    reversed) change no number, with one Q per replica."""
-    from decentral.backends import locality, streaming
+def test_fused_sparse_kernel_in_any_order_equals_plain_bitwise(graph, monkeypatch):
+    """The unit order (`backends.locality`, or reversed) changes no number, with one Q per
+    replica."""
+    from decentral.backends import locality
 
     n = 150
     shards, arch = _shards_for(n), Architecture(depth=1, width=6, n_in=16, n_out=10)
@@ -164,17 +163,14 @@ def test_fused_sparse_kernel_streamed_and_in_any_order_equals_plain_bitwise(grap
                  for s in (0, 1)]
     sigma, seeds, hyper = sigma_tensor([20.0, 150.0], 2, "cpu"), [1, 2], Hyper(lr=0.02, batch_size=4)
 
-    def run(min_bytes, reverse=False):
-        monkeypatch.setattr(streaming, "STREAM_MIN_BYTES", min_bytes)
+    def run(reverse=False):
         if reverse:
             monkeypatch.setattr(locality, "unit_order", lambda crow, col: np.arange(len(crow) - 2, -1, -1))
         stepper = make_stepper(arch, shards, couplings, sigma, seeds, hyper)
         assert not stepper.kernel.in_place
         return stepper.advance(init_state(arch, seeds, n), 4).theta
 
-    plain = run(1 << 62)
-    assert torch.equal(run(0), plain)
-    assert torch.equal(run(1 << 62, reverse=True), plain)
+    assert torch.equal(run(reverse=True), run())
 
 
 def test_locality_order_takes_every_unit_once_neighbours_together():

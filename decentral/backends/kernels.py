@@ -12,7 +12,7 @@ it then updates each unit's row right away (`engine.FusedKernel`): on the comple
 mean-field form, in place on one copy of the parameters; on any other graph in sparse form from
 W's CSR rows (`update.sparse_operator`), into a second buffer, since unit i's new row needs its
 neighbours' rows at t (the engine swaps the two buffers every step); units in `locality` order
-(neighbours close together in time), and large buffers written past the caches (`streaming`).
+(neighbours close together in time).
 
 :func:`upper_grad` serves inputs that meet the first layer elsewhere (an ensemble's shared
 batches run it as one wide MKL GEMM): everything above the first layer.
@@ -30,7 +30,7 @@ import threading
 import numpy as np
 import torch
 
-from . import inplace, locality, streaming
+from . import inplace, locality
 from .layers import _compiled, _unit_gradient, _upper_unit, available, numba  # noqa: F401
 
 
@@ -136,10 +136,9 @@ class LocalGrad:
                                           self._lr, self._crow, self._col, self._weight, self._diag,
                                           *self._plan, self._pending)
             return loss
-        stream = self._crow.shape[0] > 0 and streaming.streams(out)  # sparse rows past the caches
         _fused_local(self._source, rows, theta, out, label_source, label_rows, self.layout, loss,
                      self._alpha, self._c, self._lr, self._crow, self._col, self._weight, self._diag,
-                     self._order(theta.shape[0]), stream)
+                     self._order(theta.shape[0]))
         return loss
 
 
@@ -197,11 +196,10 @@ if numba is not None:
 
     @_compiled(parallel=True)
     def _fused_local(source, rows, theta, grad, label_source, label_rows, layout, loss, alpha, c, lr,
-                     crow, col, weight, diag, order, stream):
+                     crow, col, weight, diag, order):
         """Per unit: its local gradient (`layers._unit_gradient`), then Eq. 2: in mean-field form
         when alpha and c hold one value per replica, in sparse form when crow holds W's row
-        pointers (see `LocalGrad`), each new row computed in cache and then, with stream,
-        written by `streaming.stream_row`."""
+        pointers (see `LocalGrad`)."""
         mean_field, sparse = alpha.shape[0] > 0, crow.shape[0] > 0
         per_replica = theta.shape[0] // max(alpha.shape[0], 1)
         total = _replica_sums(theta, alpha.shape[0]) if mean_field else theta[:0]  # [R, P]
@@ -215,11 +213,7 @@ if numba is not None:
                 a, cr, row, own, out = alpha[r], c[r], total[r], theta[u], grad[u]
                 for p in range(out.shape[0]):
                     out[p] = a * own[p] + cr * row[p] - lr * g[p]
-            elif sparse and stream:  # Eq. 2 from the neighbours' rows at t; grad is a separate buffer
-                new = np.empty(theta.shape[1], theta.dtype)  # [P] the new row, in cache
-                _sparse_row(theta, g, new, u, crow, col, weight, diag[u], lr)
-                streaming.stream_row(grad, u, new)
-            elif sparse:
+            elif sparse:  # Eq. 2 from the neighbours' rows at t; grad is a separate buffer
                 _sparse_row(theta, g, grad[u], u, crow, col, weight, diag[u], lr)
 
     @_jit
