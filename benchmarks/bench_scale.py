@@ -12,9 +12,12 @@ Prints steps/s, unit-steps/s (steps/s x N) and the share of a step spent in Eq. 
 1 - t(gradient only) / t(step), the gradient-only time from the same kernel without coupling on
 the same units and batches. Then the targets: at N = 1,000 each sparse graph against the complete
 graph, and N = 10,000 against N = 10 (unit-steps/s). Also times one full-test-set evaluation
-at N = 1,000 against a training step.
+at N = 1,000 against a training step. Then the same targets paired (--paired rounds): the two
+sides of each ratio stepped in alternating blocks, the ratio taken per round, its median
+reported: the N = 10 steps last 0.5-0.8 ms and the table's separate medians drift with the
+machine by up to 40% between runs.
 
-    python benchmarks/bench_scale.py [--data-root DIR] [--threads 2] [--sizes 10,100,1000,10000]
+    python benchmarks/bench_scale.py [--data-root DIR] [--threads 2] [--sizes 10,100,1000,10000] [--paired 5]
 """
 
 from __future__ import annotations
@@ -75,21 +78,45 @@ def gradient_only_seconds(problem, cfg, theta, block: int, windows: int) -> floa
     return statistics.median(times)
 
 
-def measure(n: int, name: str, data, folder: Path, state0, args) -> dict:
+def built(n: int, name: str, data, folder: Path, state0, args):
+    """(problem, cfg, stepper, state after one warm-up step, block): the run's stepper on graph
+    `name` with N = n, and a block of about args.block seconds (at most eval_every steps, as
+    run_phases advances)."""
     cfg = RunConfig(units=n, depth=1, sigma=SIGMA, partition="k-classes", topology=graph_file(name, n, folder),
                     test_samples=100).validate()
     problem = prepare(cfg, data)
     stepper = make_stepper(problem.arch, problem.shards, problem.coupling, sigma_tensor(cfg.sigma, 1, "cpu"),
                            [cfg.seed], Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
     start = time.perf_counter()
-    state = stepper.advance(state0, 1)  # warm-up, and the block length: ~args.block seconds,
-    first = time.perf_counter() - start  # at most eval_every steps (run_phases advances no more at a time)
-    block = max(1, min(cfg.eval_every, round(args.block / first)))
+    state = stepper.advance(state0, 1)
+    first = time.perf_counter() - start
+    return problem, cfg, stepper, state, max(1, min(cfg.eval_every, round(args.block / first)))
+
+
+def measure(n: int, name: str, data, folder: Path, state0, args) -> dict:
+    problem, cfg, stepper, state, block = built(n, name, data, folder, state0, args)
     seconds, state = timed_blocks(stepper, state, block, args.windows)
     grad_seconds = gradient_only_seconds(problem, cfg, state.theta, block, args.windows)
     return {"N": n, "graph": name, "kind": problem.coupling.kind, "edges": _edges(problem.coupling),
             "steps_per_s": 1 / seconds, "unit_steps_per_s": n / seconds,
             "coupling_share": max(0.0, 1 - grad_seconds / seconds)}
+
+
+def paired_ratios(pairs: list[tuple[int, str]], data, folder: Path, args) -> list[float]:
+    """Unit-steps/s of pairs[0] over pairs[1], each (N, graph), in args.paired alternating rounds
+    of one block each: the machine's drift hits both sides of a round alike."""
+    sides = []
+    for n, name in pairs:
+        _, _, stepper, state, block = built(n, name, data, folder, init_state(_arch(data), [0], n), args)
+        sides.append([n, stepper, state, block])
+    ratios = []
+    for _ in range(args.paired):
+        rates = []
+        for side in sides:
+            seconds, side[2] = timed_blocks(side[1], side[2], side[3], 1)
+            rates.append(side[0] / seconds)
+        ratios.append(rates[0] / rates[1])
+    return ratios
 
 
 def _edges(coupling) -> int:
@@ -121,18 +148,22 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--windows", type=int, default=3, help="timed blocks per (N, graph); median")
     parser.add_argument("--block", type=float, default=2.0, help="seconds per timed block (at most eval_every steps)")
+    parser.add_argument("--paired", type=int, default=5, help="alternating rounds per target ratio (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_mnist(resolve_data_root(args.data_root))
-    rows = []
+    rows, sizes = [], [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(s) for s in args.sizes.split(",")):
+        for n in sizes:
             state0 = init_state(_arch(data), [0], n)  # the same initial parameters for every graph
             for name in GRAPHS:
                 rows.append(measure(n, name, data, Path(tmp), state0, args))
                 _print_row(rows[-1])
             del state0
     _print_targets(rows)
+    if args.paired:
+        with tempfile.TemporaryDirectory() as tmp:
+            _print_paired(data, Path(tmp), args, sizes)
     if 1000 in {r["N"] for r in rows}:
         evaluation, step = evaluation_cost(data)
         print(f"\nN=1,000, full test set (10,000 images): one evaluation {evaluation:.2f} s, one training step "
@@ -163,6 +194,17 @@ def _print_targets(rows: list[dict]) -> None:
         if (10000, name) in by and (10, name) in by:
             ratio = by[(10000, name)] / by[(10, name)]
             print(f"  N=10,000 / N=10 {name:<12}: {ratio:.2f}x ({'met' if ratio >= 0.7 else 'NOT met'}, >= 0.7x)")
+
+
+def _print_paired(data, folder: Path, args, sizes: list[int]) -> None:
+    print(f"\ntargets, paired ({args.paired} alternating rounds of one block per side; median [min-max]):")
+    targets = [((1000, g), (1000, "complete"), 0.8) for g in list(GRAPHS)[1:]] if 1000 in sizes else []
+    targets += [((10000, g), (10, g), 0.7) for g in GRAPHS] if {10, 10000} <= set(sizes) else []
+    for a, b, goal in targets:
+        ratios = paired_ratios([a, b], data, folder, args)
+        median = statistics.median(ratios)
+        print(f"  N={a[0]:,} {a[1]:<12} / N={b[0]:,} {b[1]:<12}: {median:.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] "
+              f"({'met' if median >= goal else 'NOT met'}, >= {goal}x)", flush=True)
 
 
 if __name__ == "__main__":
