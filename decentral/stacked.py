@@ -93,13 +93,19 @@ def _shared(layer, prefix: str, params: dict, h: torch.Tensor, units: int):
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1:
             return h.expand(units, *h.shape), False, False  # [U, B, C, H, W]
-        return F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), layer.stride, layer.padding,
-                        layer.dilation), True, True  # [B, U*out, H', W']
+        return _conv2d(layer, w, b, h, groups=1), True, True  # [B, U*out, H', W']
     if h.dim() != 2:
         raise ValueError("Linear on images (not flattened)")
     flat_w = w.flatten(0, 1)  # [U*out, in]
     z = flat_w @ h.T if b is None else torch.addmm(b.reshape(-1, 1), flat_w, h.T)  # [U*out, B]
     return z.view(units, -1, h.shape[0]).transpose(1, 2), False, True  # [U, B, out]
+
+
+def _conv2d(layer: nn.Conv2d, w: torch.Tensor, b: torch.Tensor | None, h: torch.Tensor, groups: int) -> torch.Tensor:
+    """layer's convolution with all units' weights w [U, out, in/g, k, k] and biases b [U, out]
+    stacked as one layer's output channels [U*out], on h [B, channels, H, W]."""
+    return F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), layer.stride, layer.padding,
+                    layer.dilation, groups)
 
 
 def _plain(module: nn.Module, cls: type) -> bool:
@@ -124,10 +130,8 @@ def _apply(layer, prefix: str, params: dict, h: torch.Tensor, image: bool, units
     if isinstance(layer, nn.Conv2d):
         if not image:  # [U, B, C, H, W] -> [B, U*C, H, W] (a view when h is stored [B, H, W, U, C])
             h = h.transpose(0, 1).flatten(1, 2)
-        w = params[prefix + "weight"]  # [U, out, in/g, k, k]
-        b = params.get(prefix + "bias")  # [U, out] or None
-        return F.conv2d(h, w.flatten(0, 1), None if b is None else b.flatten(), layer.stride, layer.padding,
-                        layer.dilation, layer.groups * units), True
+        w, b = params[prefix + "weight"], params.get(prefix + "bias")  # [U, out, in/g, k, k], [U, out]
+        return _conv2d(layer, w, b, h, groups=layer.groups * units), True
     if isinstance(layer, nn.Linear):
         if image or h.dim() != 3:
             raise ValueError("Linear on images (not flattened)")
