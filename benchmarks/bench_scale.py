@@ -6,7 +6,8 @@ small-world graph (Watts-Strogatz, degree 4, rewire 0.1) and a scale-free graph
 each graph is written as a file by `topology.generate`/`write_graph` (what `decentral topology
 generate` does) and read back by `problem.prepare`, and the step is `engine.make_stepper` on the
 run's Coupling with RunConfig's defaults, advanced by `stepper.advance` in blocks of at most
---eval-every steps, as `decentral run` does (evaluation excluded, as in its steps_per_second).
+--eval-every steps, each block's state donated to the next, as `decentral run` does
+(`simulation.LocalSimulation`; evaluation excluded, as in its steps_per_second).
 
 Prints steps/s, unit-steps/s (steps/s x N) and the share of a step spent in Eq. 2's coupling:
 1 - t(gradient only) / t(step), the gradient-only time from the same kernel without coupling on
@@ -56,7 +57,7 @@ def timed_blocks(stepper, state, block: int, windows: int) -> tuple[float, objec
     times = []
     for _ in range(windows):
         start = time.perf_counter()
-        state = stepper.advance(state, block)
+        state = stepper.advance(state, block, donate=True)  # as LocalSimulation advances its own state
         times.append((time.perf_counter() - start) / block)
     return statistics.median(times), state
 
@@ -79,18 +80,19 @@ def gradient_only_seconds(problem, cfg, theta, block: int, windows: int) -> floa
 
 
 def built(n: int, name: str, data, folder: Path, state0, args):
-    """(problem, cfg, stepper, state after one warm-up step, block): the run's stepper on graph
-    `name` with N = n, and a block of about args.block seconds (at most eval_every steps, as
-    run_phases advances)."""
+    """(problem, cfg, stepper, state after two warm-up steps, block): the run's stepper on graph
+    `name` with N = n, and a block of about args.block seconds by the second (warm) step (at
+    most eval_every steps, as run_phases advances)."""
     cfg = RunConfig(units=n, depth=1, sigma=SIGMA, partition="k-classes", topology=graph_file(name, n, folder),
                     test_samples=100).validate()
     problem = prepare(cfg, data)
     stepper = make_stepper(problem.arch, problem.shards, problem.coupling, sigma_tensor(cfg.sigma, 1, "cpu"),
                            [cfg.seed], Hyper(cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.batches))
+    state = stepper.advance(state0, 1)  # cold: page faults of new buffers, caches
     start = time.perf_counter()
-    state = stepper.advance(state0, 1)
-    first = time.perf_counter() - start
-    return problem, cfg, stepper, state, max(1, min(cfg.eval_every, round(args.block / first)))
+    state = stepper.advance(state, 1, donate=True)
+    warm = time.perf_counter() - start
+    return problem, cfg, stepper, state, max(1, min(cfg.eval_every, round(args.block / warm)))
 
 
 def measure(n: int, name: str, data, folder: Path, state0, args) -> dict:

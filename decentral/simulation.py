@@ -55,13 +55,19 @@ class LocalSimulation:
 
     def __init__(self, stepper: Stepper, state: EngineState, evaluator: Evaluator):
         self.stepper, self.state, self.evaluator = stepper, state, evaluator
+        self._produced: torch.Tensor | None = None  # the theta the stepper last returned here
 
     @property
     def theta(self) -> torch.Tensor:
         return self.state.theta  # [R, N, P]
 
     def advance(self, n: int) -> None:
-        self.state = self.stepper.advance(self.state, n)
+        """n steps. A state the stepper made here is donated to the next block (its buffer is
+        reused, not copied: `engine.FusedKernel.advance`); a state given from outside is not.
+        So `sim.theta` is overwritten by the next `advance`: clone it to keep it."""
+        donate = self.state.theta is self._produced
+        self.state = self.stepper.advance(self.state, n, donate=donate)
+        self._produced = self.state.theta
 
     def evaluate(self) -> dict[str, np.ndarray]:
         return self.evaluator(self.state.theta)

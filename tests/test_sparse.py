@@ -254,3 +254,30 @@ def test_theory_on_a_sparse_q_equals_the_dense_q():
     delta = np.random.default_rng(0).normal(size=n)
     np.testing.assert_allclose(stationary_linear(delta, 30.0, 1e-3, q), stationary_linear(delta, 30.0, 1e-3, q.toarray()),
                                rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["mean_field", "two_buffers", "in_place"])
+def test_donated_blocks_equal_one_block_bitwise_and_reuse_their_buffers(form, monkeypatch):
+    """`FusedKernel.advance`: blocks that donate their state to the next one give bitwise the
+    numbers of one block; a state not donated is never written; after the first block no new
+    [R, N, P] buffer is made (two buffers in turn, or one in place)."""
+    from decentral.backends import inplace
+
+    n = 150
+    shards, arch = _shards_for(n), Architecture(depth=1, width=6, n_in=16, n_out=10)
+    monkeypatch.setattr(inplace, "MIN_UNITS", 0 if form == "in_place" else 10**9)
+    graph = None if form == "mean_field" else Coupling.from_matrix(topology.coupling_matrix(nx.cycle_graph(n)))
+    coupling = Coupling.complete(n) if graph is None else graph
+    sigma, seeds, hyper = sigma_tensor([20.0, 150.0], 2, "cpu"), [1, 2], Hyper(lr=0.02, batch_size=4)
+    stepper = make_stepper(arch, shards, coupling, sigma, seeds, hyper)
+    assert isinstance(stepper, FusedKernel) and stepper.kernel.in_place == (form != "two_buffers")
+    start = init_state(arch, seeds, n)
+    kept = start.theta.clone()
+    whole = stepper.advance(start, 9)
+    state, buffers = stepper.advance(start, 2), set()
+    for block in (3, 1, 3):
+        state = stepper.advance(state, block, donate=True)
+        buffers.add(state.theta.data_ptr())
+    assert torch.equal(start.theta, kept)  # never donated: untouched
+    assert state.step == whole.step == 9 and torch.equal(state.theta, whole.theta)
+    assert len(buffers) == (2 if form == "two_buffers" else 1)
