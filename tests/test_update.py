@@ -227,8 +227,9 @@ def test_local_simulation_meets_the_contract_and_resumes_from_an_assigned_state(
 
     stepper, state = _mean_field_problem(synthetic_data[0], 4, depth=1, sigma=6.0, seed=1)
     scores = lambda theta: {name: theta.double().mean(dim=(1, 2)).numpy() for name in OBSERVABLES}  # noqa: E731
-    whole = LocalSimulation(stepper, state, scores)
+    whole, kept = LocalSimulation(stepper, state, scores), state.theta.clone()
     meas = run_phases(whole, Phases(transient=6, steps=9, eval_every=3))
+    assert torch.equal(state.theta, kept)  # a state given from outside is never donated
     assert whole.state.step == 15 and [r["step"] for r in meas.records] == [9, 12, 15]
     assert whole.finite().tolist() == [True] and whole.theta is whole.state.theta
     first = LocalSimulation(stepper, state, scores)
