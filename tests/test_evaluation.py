@@ -135,3 +135,17 @@ def test_sweep_extends_by_seeds_without_recomputing(tmp_path, synthetic_data):
     with pytest.raises(UserInputError, match="--resume"):
         run_sweep(dataclasses.replace(one, seeds=4), synthetic_data)
     assert json.loads(manifest.read_text())["config"]["seeds"] == [0, 1, 2]  # refused: unchanged
+
+
+def test_chunked_parameter_stats_equal_the_whole_tensor_formulas(monkeypatch):
+    """Above STATS_WHOLE bytes parameter_stats sums float64 chunks of units in two passes: the
+    same values as the whole-tensor formulas, to float64 rounding, per replica."""
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.randn(3, 37, 50, generator=gen) * torch.tensor([0.1, 1.0, 30.0]).view(3, 1, 1) + 0.5
+    whole = observables.parameter_stats(theta)  # one float64 copy
+    monkeypatch.setattr(observables, "STATS_WHOLE", 0)
+    monkeypatch.setattr(observables, "STATS_CHUNK", 8 * 3 * 50 * 8)  # 8 units a chunk: 5 chunks, the last short
+    chunked = observables.parameter_stats(theta)
+    for name, value in whole.items():
+        assert value.dtype == chunked[name].dtype == torch.float64 and value.shape == (3,)
+        torch.testing.assert_close(chunked[name], value, rtol=1e-13, atol=0)
