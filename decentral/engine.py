@@ -110,7 +110,7 @@ class FusedKernel:
         caller that drops its state for the result, as `LocalSimulation` does with the states it
         got from here). A buffer left over at the end is kept for the next call: at N = 10,000 a
         fresh [N, P] buffer costs ~0.3 s of page faults and a copy ~0.2 s, as much as a step
-        (README, "Thousands of units"). Results do not depend on which buffer a step writes."""
+        (README, "Scaling in N", session 9). Results do not depend on which buffer a step writes."""
         current = state.theta.detach()  # [R, N, P]
         owned = donate and current.is_contiguous()  # may be written
         if not current.is_contiguous():

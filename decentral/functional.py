@@ -25,6 +25,7 @@ from torch.func import functional_call, vmap
 
 from . import stacked
 from .errors import UserInputError
+from .model import logits_grad
 
 Factory = Callable[[tuple, int], torch.nn.Module]  # (input_shape, n_classes) -> a fresh module
 # floats of the largest layer output of all units in one evaluation chunk (bounds activation
@@ -152,7 +153,7 @@ class ModuleArch:
         with torch.enable_grad():  # the engine steps under no_grad
             params = {n: p.detach().requires_grad_() for n, p in self.unflatten(theta).items()}  # [U, ...]
             logits = (self.stacked or vmap(self._forward))(params, x)  # [U, B, C]
-        losses, dlogits = _cross_entropy_grad(logits.detach().transpose(1, 2), y, with_loss)  # [U], [U, C, B]
+        losses, dlogits = logits_grad(logits.detach().transpose(1, 2), y, with_loss)  # [U], [U, C, B]
         grads = torch.autograd.grad(logits, list(params.values()), dlogits.transpose(1, 2))
         gradient = torch.empty_like(theta)  # [U, P]
         for part, g in zip(self.unflatten(gradient).values(), grads):
@@ -203,22 +204,6 @@ class ModuleArch:
             raise UserInputError(f"model factory {self.name!r} built modules of different structures "
                                  f"(each call must return the same parameter names and shapes)")
         return torch.cat([p.detach().reshape(-1) for _, p in params]).float()
-
-
-def _cross_entropy_grad(by_class: torch.Tensor, y: torch.Tensor, with_loss: bool
-                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Mean cross-entropy per unit [U] (None unless with_loss) and its gradient with respect to
-    the logits, (softmax - one-hot) / B [U, C, B], from logits by_class [U, C, B] and y [U, B]."""
-    labels = y.unsqueeze(1)  # [U, 1, B]
-    losses = None
-    if with_loss:
-        log_p = torch.log_softmax(by_class, dim=1)  # [U, C, B]
-        losses = -log_p.gather(1, labels).squeeze(1).mean(dim=1)
-        delta = log_p.exp_()
-    else:
-        delta = torch.softmax(by_class, dim=1)
-    delta.scatter_add_(1, labels, torch.full(labels.shape, -1.0, dtype=delta.dtype, device=delta.device))
-    return losses, delta.mul_(1.0 / by_class.shape[2])
 
 
 class FunctionalBackend:

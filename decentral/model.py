@@ -242,16 +242,7 @@ def _upper_grad(layers, grad_layers, z0, y, with_loss):
     grad_layers' views of layers 1.. and the first bias, last layer first."""
     hidden = []  # transposed outputs of the hidden layers after ReLU: [U, width, B]
     h = _upper_layers(layers, z0, hidden)  # logits [U, C, B]
-    labels = y.unsqueeze(1)  # [U, 1, B]
-    loss = None
-    if with_loss:
-        log_p = torch.log_softmax(h, dim=1)  # [U, C, B]
-        loss = -log_p.gather(1, labels).squeeze(1).mean(dim=1)  # [U]
-        delta = log_p.exp_()
-    else:
-        delta = torch.softmax(h, dim=1)
-    delta.scatter_add_(1, labels, _minus_ones(tuple(labels.shape), delta.dtype, delta.device))  # softmax - onehot
-    delta.mul_(1.0 / z0.shape[-1])  # dL/dlogits, transposed [U, C, B]
+    loss, delta = logits_grad(h, y, with_loss)  # dL/dlogits, transposed [U, C, B]
     for i in range(len(layers) - 1, 0, -1):
         gw, gb = grad_layers[i]
         gw.copy_(torch.bmm(delta, hidden[i - 1].transpose(1, 2)))  # [U, fan_out, fan_in]
@@ -260,6 +251,22 @@ def _upper_grad(layers, grad_layers, z0, y, with_loss):
         delta = torch.ops.aten.threshold_backward(back, hidden[i - 1], 0)  # ReLU mask, one pass
     torch.sum(delta, dim=2, keepdim=True, out=grad_layers[0][1])
     return loss, delta
+
+
+def logits_grad(by_class: torch.Tensor, y: torch.Tensor, with_loss: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Mean cross-entropy per unit [U] (None unless with_loss) and its gradient with respect to
+    the logits, (softmax - one-hot) / B [U, C, B], from logits by_class [U, C, B] and classes y
+    [U, B] (the MLP's path here and generic models' `functional.ModuleArch.loss_and_grad`)."""
+    labels = y.unsqueeze(1)  # [U, 1, B]
+    loss = None
+    if with_loss:
+        log_p = torch.log_softmax(by_class, dim=1)  # [U, C, B]
+        loss = -log_p.gather(1, labels).squeeze(1).mean(dim=1)  # [U]
+        delta = log_p.exp_()
+    else:
+        delta = torch.softmax(by_class, dim=1)
+    delta.scatter_add_(1, labels, _minus_ones(tuple(labels.shape), delta.dtype, delta.device))  # softmax - onehot
+    return loss, delta.mul_(1.0 / by_class.shape[2])
 
 
 @functools.lru_cache(maxsize=8)
