@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from . import stacked
+from . import reverse, stacked
 from .errors import UserInputError
 from .model import logits_grad
 
@@ -78,18 +78,21 @@ class ModuleArch:
         return max(sizes)
 
     def _checked(self, forward: stacked.StackedForward | None) -> stacked.StackedForward | None:
-        """`forward` when it gives vmap's logits (to 1e-4) for 2 units on 3 random inputs each and
-        on 3 shared ones, else None."""
+        """`forward` when it and its reverse pass give vmap's logits and autograd's gradients
+        (to 1e-4) for 2 units on 3 random inputs each, and vmap's logits on 3 shared ones;
+        else None."""
         if forward is None:
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             theta, flat = torch.randn(2, self.n_params) * 0.1, torch.rand(2, 3, self.n_in)
+            y = torch.randint(0, self.n_out, (2, 3))
         params, x, shared = self.unflatten(theta), self.unit_images(flat), self.images(flat[0])
         try:
             with torch.no_grad():
                 pairs = [(forward(params, x), vmap(self._forward)(params, x)),
                          (forward(params, shared, shared=True), vmap(self.logits, in_dims=(0, None))(theta, shared))]
+            pairs += zip(self._taped_loss_and_grad(forward, theta, x, y, True), self._vmap_loss_and_grad(theta, x, y, True))
         except Exception:  # any failure of the plan (or of vmap here): vmap, as for unknown modules
             return None
         agree = all(a.shape == b.shape and torch.allclose(a, b, atol=1e-4) for a, b in pairs)
@@ -145,20 +148,31 @@ class ModuleArch:
         `model.loss_and_grad`: theta [U, P]; inputs x [U, B, n_in] or UnitBatches/SharedBatches
         (their `unit_x()`); y [U, B].
 
-        One forward of all units (`self.stacked`, else `vmap` over `functional_call`; parameters
-        as views of theta) and one ordinary reverse pass from the logits' gradient, written out
+        One forward of all units and one reverse pass from the logits' gradient, written out
         (softmax - one-hot) / B as the MLP's path writes it: units are independent, so that pass
-        gives each unit's own gradient (cheaper than vmap of grad: no per-unit transforms)."""
+        gives each unit's own gradient (cheaper than vmap of grad: no per-unit transforms). With
+        a stacked plan the reverse pass is `decentral.reverse`'s, else autograd's through `vmap`
+        over `functional_call` (parameters as views of theta either way)."""
         x = self.unit_images(inputs if isinstance(inputs, torch.Tensor) else inputs.unit_x())  # [U, B, ...]
+        if self.stacked is not None:
+            return self._taped_loss_and_grad(self.stacked, theta, x, y, with_loss)
+        return self._vmap_loss_and_grad(theta, x, y, with_loss)
+
+    def _taped_loss_and_grad(self, forward: stacked.StackedForward, theta, x, y, with_loss: bool):
+        """loss_and_grad through the stacked forward and `reverse`'s pass; x [U, B, ...] images."""
+        logits, tape = reverse.taped(forward, self.unflatten(theta.detach()), x)  # [U, B, C]
+        losses, dlogits = logits_grad(logits.transpose(1, 2), y, with_loss)  # [U], [U, C, B]
+        grads = tape.backward(dlogits.transpose(1, 2))
+        return losses, torch.cat([grads[n].reshape(theta.shape[0], -1) for n in self.names], dim=1)  # [U, P]
+
+    def _vmap_loss_and_grad(self, theta, x, y, with_loss: bool):
+        """loss_and_grad through vmap over functional_call and autograd; x [U, B, ...] images."""
         with torch.enable_grad():  # the engine steps under no_grad
             params = {n: p.detach().requires_grad_() for n, p in self.unflatten(theta).items()}  # [U, ...]
-            logits = (self.stacked or vmap(self._forward))(params, x)  # [U, B, C]
+            logits = vmap(self._forward)(params, x)  # [U, B, C]
         losses, dlogits = logits_grad(logits.detach().transpose(1, 2), y, with_loss)  # [U], [U, C, B]
         grads = torch.autograd.grad(logits, list(params.values()), dlogits.transpose(1, 2))
-        gradient = torch.empty_like(theta)  # [U, P]
-        for part, g in zip(self.unflatten(gradient).values(), grads):
-            part.copy_(g)  # one copy each
-        return losses, gradient
+        return losses, torch.cat([g.reshape(theta.shape[0], -1) for g in grads], dim=1)  # [U, P]
 
     def per_sample_scores(self, theta: torch.Tensor, x, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy [U, T] and correctness [U, T] of units theta [U, P] on shared test images
