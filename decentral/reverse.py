@@ -31,6 +31,9 @@ import torch.nn.functional as F
 from .stacked import StackedForward, _apply, nn
 
 aten = torch.ops.aten
+# oneDNN's convolution with a fused elementwise op (what torch.compile's CPU lowering calls), or None
+_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None) \
+    if torch.backends.mkldnn.is_available() else None
 # step back of one layer: gradient of its output -> (gradient of its input (None where none is
 # needed), {parameter name: gradient [U, ...]})
 Step = Callable[[torch.Tensor], tuple]
@@ -55,28 +58,47 @@ def taped(forward: StackedForward, params: dict, x: torch.Tensor) -> tuple[torch
     """Logits [U, B, C] of all units (parameters {name: [U, ...]}) on their own images
     x [U, B, ...], and the tape that gives their gradients."""
     units, batch = next(iter(params.values())).shape[0], x.shape[1]
-    h, image, fresh, tape = x, False, False, Tape()
+    h, image, fresh, tape, layers, i = x, False, False, Tape(), forward.layers, 0
     with torch.no_grad():
-        for prefix, layer in forward.layers:
+        while i < len(layers):
+            prefix, layer = layers[i]
             track = bool(tape.steps)  # an earlier layer has parameters: this input needs a gradient
-            rule = next((r for cls, r in _RULES.items() if isinstance(layer, cls)), _by_autograd)
-            h, image, fresh, step = rule(layer, prefix, params, h, image, units, batch, fresh, track)
+            fuse = i + 1 < len(layers) and _fuses_relu(layer, layers[i + 1][1], h)
+            if fuse:
+                h, image, fresh, step = _conv(layer, prefix, params, h, image, units, batch, fresh, track, relu=True)
+            else:
+                rule = next((r for cls, r in _RULES.items() if isinstance(layer, cls)), _by_autograd)
+                h, image, fresh, step = rule(layer, prefix, params, h, image, units, batch, fresh, track)
             if step is not None:
                 tape.steps.append(step)
+            i += 2 if fuse else 1
     return h, tape
 
 
-def _conv(layer, prefix, params, h, image, units, batch, fresh, track):
-    """Conv2d as one grouped convolution, units folded into the channels."""
+def _fuses_relu(layer, after, h: torch.Tensor) -> bool:
+    """Whether Conv2d `layer` and the ReLU `after` it run as one oneDNN convolution with a ReLU
+    post-op (CPU float32; 1.15x conv2's forward alone, README)."""
+    return (isinstance(layer, nn.Conv2d) and isinstance(after, nn.ReLU) and not isinstance(layer.padding, str)
+            and h.device.type == "cpu" and h.dtype == torch.float32 and _POINTWISE is not None)
+
+
+def _conv(layer, prefix, params, h, image, units, batch, fresh, track, relu: bool = False):
+    """Conv2d as one grouped convolution, units folded into the channels; with relu=True, the
+    ReLU after it too (`_fuses_relu`)."""
     if isinstance(layer.padding, str):
         return _by_autograd(layer, prefix, params, h, image, units, batch, fresh, track)
     h_img = h if image else h.transpose(0, 1).flatten(1, 2)  # [B, U*C, H, W]
     w, b = params[prefix + "weight"], params.get(prefix + "bias")  # [U, out, in/g, k, k], [U, out]
     weight, groups = w.flatten(0, 1), layer.groups * units  # [U*out, in/g, k, k] (a copy)
-    z = F.conv2d(h_img, weight, None if b is None else b.flatten(), layer.stride, layer.padding,
-                 layer.dilation, groups)  # [B, U*out, H', W'], as `stacked._conv2d`
+    bias = None if b is None else b.flatten()  # [U*out]
+    if relu:
+        z = _POINTWISE(h_img, weight, bias, layer.padding, layer.stride, layer.dilation, groups, "relu", [], "")
+    else:  # as `stacked._conv2d`
+        z = F.conv2d(h_img, weight, bias, layer.stride, layer.padding, layer.dilation, groups)  # [B, U*out, H', W']
 
     def step(grad):
+        if relu:
+            grad = aten.threshold_backward(grad, z, 0)
         g_in, g_w, g_b = aten.convolution_backward(
             grad, h_img, weight, None if b is None else [b.numel()], layer.stride, layer.padding,
             layer.dilation, False, [0, 0], groups, [track, True, b is not None])
@@ -87,7 +109,7 @@ def _conv(layer, prefix, params, h, image, units, batch, fresh, track):
             g_in = g_in.unflatten(1, (units, -1)).transpose(0, 1)
         return g_in, own
 
-    return z, True, True, step
+    return z, True, not relu, step
 
 
 def _linear(layer, prefix, params, h, image, units, batch, fresh, track):
@@ -103,7 +125,11 @@ def _linear(layer, prefix, params, h, image, units, batch, fresh, track):
         own = {prefix + "weight": torch.bmm(d, h)}  # [U, out, in]
         if b is not None:
             own[prefix + "bias"] = d.sum(2)
-        return (torch.bmm(w.transpose(1, 2), d).transpose(1, 2) if track else None), own  # [U, B, in]
+        if not track:
+            return None, own
+        if h.is_contiguous():  # rows [U, B, in] (a Flatten's copy): the gradient in rows too
+            return torch.bmm(d.transpose(1, 2), w), own  # [U, B, in]
+        return torch.bmm(w.transpose(1, 2), d).transpose(1, 2), own  # [U, B, in] view of [U, in, B]
 
     return z_t.transpose(1, 2), False, True, step
 
