@@ -4,9 +4,10 @@ A unit is the module a factory builds, `factory(input_shape, n_classes) -> nn.Mo
 share its structure. Unit u's parameters are one flat row theta[u] [P] in the module's
 `named_parameters()` order (each tensor row-major), so Eq. 2 (`decentral.update`, `forms`) acts
 on theta [R, N, P] exactly as for the MLP. Gradients come from one reverse pass through all
-units' forward: `decentral.stacked` where the module is a Sequential of layers it knows, else
-`torch.func.vmap` over `functional_call` (the units are independent, so the gradient of their
-summed losses is every unit's own gradient); weight decay is not in it (Eq. 2 adds it).
+units' forward (the units are independent, so the gradient of their summed losses is every
+unit's own gradient): where the module is a Sequential of layers `decentral.stacked` knows, its
+batched forward and `decentral.reverse`'s pass written out layer by layer; else autograd through
+`torch.func.vmap` over `functional_call`. Weight decay is not in it (Eq. 2 adds it).
 Evaluation runs the same forward on shared test images.
 
 The module runs in eval mode with its buffers fixed at the template's values (no batch-norm

@@ -144,7 +144,8 @@ def _relu(layer, prefix, params, h, image, units, batch, fresh, track):
 def _flatten(layer, prefix, params, h, image, units, batch, fresh, track):
     """Flatten: [B, U*C, H, W] -> [U, B, C*H*W] (one copy), or [U, B, ...] -> [U, B, F] (a view
     where the layout allows); the step back writes the gradient in the input's layout."""
-    out, _ = _apply(layer, prefix, params, h, image, units, batch)
+    by_unit = h.unflatten(1, (units, -1)).transpose(0, 1) if image else h  # [U, B, ...]
+    out = by_unit.reshape(units, batch, -1)  # as `stacked._apply`, without its autograd Function
     if not track:
         return out, False, False, None
     if not image:

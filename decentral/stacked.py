@@ -4,7 +4,8 @@
 module is an `nn.Sequential` (nested ones included) of the layers below, `plan` returns the
 same forward written directly on the units' stacked parameters, which runs faster on the CPU
 (README, bench_models): no per-op vmap dispatch, one op per layer, and layouts chosen so that
-autograd's reverse pass gives the weights' gradients in their storage order.
+a reverse pass gives the weights' gradients in their storage order. Training differentiates it
+with `decentral.reverse` (the reverse pass written out); it stays differentiable by autograd.
 
     Linear          torch.baddbmm on the stacked weights [U, out, in]; activations kept
                     transposed in memory ([U, B, F] views of [U, F, B]), as the MLP's fast path
