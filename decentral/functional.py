@@ -79,9 +79,10 @@ class ModuleArch:
         return max(sizes)
 
     def _checked(self, forward: stacked.StackedForward | None) -> stacked.StackedForward | None:
-        """`forward` when it and its reverse pass give vmap's logits and autograd's gradients
-        (to 1e-4) for 2 units on 3 random inputs each, and vmap's logits on 3 shared ones;
-        else None."""
+        """`forward` when it gives vmap's logits, and its reverse pass (fused where `reverse`
+        fuses, and apart) autograd's loss and gradients through vmap, for 2 units on 3 random
+        inputs each, and vmap's logits on 3 shared ones; else None (vmap). Each tensor agrees
+        to 1e-4 of its own size."""
         if forward is None:
             return None
         with torch.random.fork_rng(devices=[]):
@@ -93,10 +94,13 @@ class ModuleArch:
             with torch.no_grad():
                 pairs = [(forward(params, x), vmap(self._forward)(params, x)),
                          (forward(params, shared, shared=True), vmap(self.logits, in_dims=(0, None))(theta, shared))]
-            pairs += zip(self._taped_loss_and_grad(forward, theta, x, y, True), self._vmap_loss_and_grad(theta, x, y, True))
+            want_loss, want_grad = self._vmap_loss_and_grad(theta, x, y, True)
+            for fuse in (True, False):  # the loss, and each parameter tensor's gradient apart
+                loss, grad = self._taped_loss_and_grad(forward, theta, x, y, True, fuse)
+                pairs += [(loss, want_loss), *zip(self.unflatten(grad).values(), self.unflatten(want_grad).values())]
+            agree = all(a.shape == b.shape and bool((a - b).norm() <= 1e-4 * b.norm() + 1e-6) for a, b in pairs)
         except Exception:  # any failure of the plan (or of vmap here): vmap, as for unknown modules
             return None
-        agree = all(a.shape == b.shape and torch.allclose(a, b, atol=1e-4) for a, b in pairs)
         return forward if agree else None
 
     def gradient_backend(self, chosen) -> "FunctionalBackend":
@@ -159,9 +163,11 @@ class ModuleArch:
             return self._taped_loss_and_grad(self.stacked, theta, x, y, with_loss)
         return self._vmap_loss_and_grad(theta, x, y, with_loss)
 
-    def _taped_loss_and_grad(self, forward: stacked.StackedForward, theta, x, y, with_loss: bool):
-        """loss_and_grad through the stacked forward and `reverse`'s pass; x [U, B, ...] images."""
-        logits, tape = reverse.taped(forward, self.unflatten(theta.detach()), x)  # [U, B, C]
+    def _taped_loss_and_grad(self, forward: stacked.StackedForward, theta, x, y, with_loss: bool,
+                             fuse: bool = True):
+        """loss_and_grad through the stacked forward and `reverse`'s pass (`reverse.taped`'s
+        fuse); x [U, B, ...] images."""
+        logits, tape = reverse.taped(forward, self.unflatten(theta.detach()), x, fuse)  # [U, B, C]
         losses, dlogits = logits_grad(logits.transpose(1, 2), y, with_loss)  # [U], [U, C, B]
         grads = tape.backward(dlogits.transpose(1, 2))
         return losses, torch.cat([grads[n].reshape(theta.shape[0], -1) for n in self.names], dim=1)  # [U, P]

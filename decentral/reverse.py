@@ -4,21 +4,25 @@
 chain on units' own batches and keeps, for every layer, its step back: a closure from the
 gradient of the layer's output to the gradients of its input and of its parameters.
 `Tape.backward` runs the steps last layer first. No autograd graph is built for the rules below;
-they call the ops autograd's own formulas call, on the same tensors, so the gradients are
-autograd's to the bit (tests/test_functional.py):
+they call the ops of autograd's own formulas (or, marked *, an equivalent product or fused op),
+so the gradients equal autograd's through the same forward to float rounding, and bitwise on
+the shapes tests/test_reverse.py tries:
 
     Conv2d    aten.convolution_backward on the saved input and stacked weights (the first
               layer with parameters asks for no input gradient: the images need none)
-    Linear    two batched products and a sum, in the forward's transposed layouts
-    ReLU      in place on the fresh output of a Conv2d or Linear (whose backward needs only
-              its input), aten.threshold_backward on the way back
+    Conv2d    * on the CPU in float32, one oneDNN convolution with a ReLU post-op
+     + ReLU     (mkldnn._convolution_pointwise), aten.threshold_backward then the above
+    Linear    two batched products and a sum; * the input gradient in its input's layout
+    ReLU      in place on the fresh output of an unfused Conv2d or a Linear (whose backward
+              needs only its input), aten.threshold_backward on the way back
     Flatten   the copy back into the convolutions' layout (one copy)
     other     pools, other elementwise layers, a Conv2d with string padding: the layer's own
               forward under autograd, differentiated locally (torch.autograd.grad)
 
 Layers before the first one with parameters need no step back. What it buys over autograd
-through the same forward: 1.2x the small CNN's step on the CPU (README, bench_models): no graph
-to build and walk, one ReLU buffer fewer, ~15 fewer op dispatches per step.
+through the same forward: 1.13-1.16x the small CNN's step on the CPU, 2x the generic MLP's
+(README, bench_models): no graph to build and walk, one ReLU buffer fewer, fewer op dispatches.
+`functional.ModuleArch` checks a plan's pass, fused and unfused, against vmap's once.
 """
 
 from __future__ import annotations
@@ -48,31 +52,33 @@ class Tape:
     def backward(self, dlogits: torch.Tensor) -> dict[str, torch.Tensor]:
         """{parameter name: gradient [U, ...]} from the gradient of the logits [U, B, C]."""
         grads, grad = {}, dlogits
-        for step in reversed(self.steps):
-            grad, own = step(grad)
-            grads.update(own)
+        with torch.no_grad():  # local autograd steps differentiate their own graphs all the same
+            for step in reversed(self.steps):
+                grad, own = step(grad)
+                grads.update(own)
         return grads
 
 
-def taped(forward: StackedForward, params: dict, x: torch.Tensor) -> tuple[torch.Tensor, Tape]:
+def taped(forward: StackedForward, params: dict, x: torch.Tensor, fuse: bool = True) -> tuple[torch.Tensor, Tape]:
     """Logits [U, B, C] of all units (parameters {name: [U, ...]}) on their own images
-    x [U, B, ...], and the tape that gives their gradients."""
+    x [U, B, ...], and the tape that gives their gradients; fuse=False runs every Conv2d and
+    ReLU apart (`_fuses_relu`)."""
     units, batch = next(iter(params.values())).shape[0], x.shape[1]
     h, image, fresh, tape, layers, i = x, False, False, Tape(), forward.layers, 0
     with torch.no_grad():
         while i < len(layers):
             prefix, layer = layers[i]
             track = bool(tape.steps)  # an earlier layer has parameters: this input needs a gradient
-            fuse = i + 1 < len(layers) and _fuses_relu(layer, layers[i + 1][1], h)
-            if fuse:
+            fused = fuse and i + 1 < len(layers) and _fuses_relu(layer, layers[i + 1][1], h)
+            if fused:
                 h, image, fresh, step = _conv(layer, prefix, params, h, image, units, batch, fresh, track, relu=True)
             else:
                 rule = next((r for cls, r in _RULES.items() if isinstance(layer, cls)), _by_autograd)
                 h, image, fresh, step = rule(layer, prefix, params, h, image, units, batch, fresh, track)
             if step is not None:
                 tape.steps.append(step)
-            i += 2 if fuse else 1
-    return h, tape
+            i += 2 if fused else 1
+    return h.detach(), tape  # detached: a last layer under local autograd leaves no graph on it
 
 
 def _fuses_relu(layer, after, h: torch.Tensor) -> bool:

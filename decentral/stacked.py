@@ -24,6 +24,8 @@ parameters and inputs, before it uses it.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +57,18 @@ def plan(module: nn.Module, input_shape: tuple) -> "StackedForward | None":
         return None  # no parameters: nothing to stack
     if any(isinstance(layer, nn.Conv2d) for _, layer in layers) and len(input_shape) != 3:
         return None
-    return StackedForward(layers)
+    return StackedForward([(prefix, _out_of_place(layer)) for prefix, layer in layers])
+
+
+def _out_of_place(layer: nn.Module) -> nn.Module:
+    """layer, or for an elementwise layer built with inplace=True a copy that is not in place:
+    the stacked forward's input may be the caller's images (or shared test images), and a
+    reverse pass needs the inputs it saved."""
+    if not getattr(layer, "inplace", False):
+        return layer
+    layer = copy.copy(layer)
+    layer.inplace = False
+    return layer
 
 
 class StackedForward:

@@ -1,6 +1,7 @@
 """The hand-written reverse pass of stacked forwards (`decentral.reverse`): autograd's gradients
-through the same forward, to the bit where its rules run and to float precision where a layer
-falls back to local autograd; the caller's images untouched; a wrong rule refused at build."""
+through the same forward (bitwise on these shapes where its rules run, to float precision where
+a layer falls back to local autograd); the caller's images untouched, in-place layers included;
+no autograd graph left behind; a wrong rule refused at build."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _mixed(input_shape, n_classes):  # every rule and the local-autograd fallbac
     return nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, padding="same"), nn.SiLU(),
                          nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(6 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 16, bias=False),
-                         nn.Tanh(), nn.Linear(16, n_classes))
+                         nn.Linear(16, n_classes), nn.Tanh())
 
 
 def _problem(arch: ModuleArch, units: int = 4, batch: int = 6):
@@ -88,3 +89,31 @@ def test_a_wrong_rule_is_caught_at_build_and_the_model_goes_to_vmap(monkeypatch)
     monkeypatch.setitem(reverse._RULES, nn.ReLU, wrong_relu)
     monkeypatch.setattr(reverse, "_POINTWISE", None)  # the CNN's ReLUs through the rule
     assert ModuleArch("cnn", models.small_cnn, (1, 28, 28), 10).stacked is None
+
+
+def _in_place(input_shape, n_classes):  # elementwise layers built in place, before and after parameters
+    return nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(input_shape[0], 4, 3, stride=2, padding=1),
+                         nn.SiLU(inplace=True), nn.Flatten(), nn.Linear(4 * 14 * 14, 16), nn.ReLU(inplace=True),
+                         nn.Linear(16, n_classes), nn.ELU(inplace=True))
+
+
+def test_layers_built_in_place_keep_the_plan_and_touch_no_input():
+    arch = ModuleArch("in-place", _in_place, (1, 28, 28), 10)
+    assert arch.stacked is not None
+    theta, x, y = _problem(arch)
+    x -= 0.5
+    test_x = torch.rand(5, arch.n_in) - 0.5
+    x_before, test_before = x.clone(), test_x.clone()
+    _, grad = arch.loss_and_grad(theta, x, y)
+    arch.per_sample_scores(theta, test_x, torch.zeros(5, dtype=torch.long))
+    assert torch.equal(x, x_before) and torch.equal(test_x, test_before)
+    assert torch.allclose(grad, _autograd_through_stacked(arch, theta, x, y), atol=1e-6, rtol=1e-5)
+    assert arch.template[0].inplace  # the user's module is left as built
+
+
+def test_no_autograd_graph_is_left_on_the_loss_or_the_gradient():
+    arch = ModuleArch("mixed", _mixed, (1, 28, 28), 10)  # its last layer runs under local autograd
+    theta, x, y = _problem(arch)
+    with torch.enable_grad():
+        loss, grad = arch.loss_and_grad(theta, x, y)
+    assert not loss.requires_grad and not grad.requires_grad
