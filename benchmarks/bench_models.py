@@ -20,7 +20,7 @@ a user's own loop would. `--threads T` times them as `decentral run --threads T`
 The sides are timed in alternating windows (`--rounds` of each) and the table gives each
 side's median window (the machine is shared; its speed drifts).
 
-    python benchmarks/bench_models.py [--data-root DIR] [--steps 200] [--rounds 3] [--threads T]
+    python benchmarks/bench_models.py [--data-root DIR] [--steps 200] [--rounds 9] [--threads T]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--steps", type=int, default=200, help="steps per window")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating windows per side")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating windows per side (the machine drifts: 9 gives a steadier median)")
     parser.add_argument("--threads", type=int, default=RunConfig.threads,
                         help="compute threads (default: as `decentral run`, all available cores)")
     args = parser.parse_args()
