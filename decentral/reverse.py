@@ -120,11 +120,8 @@ def _conv(layer, prefix, params, h, image, units, batch, fresh, track, relu: boo
 
 def _linear(layer, prefix, params, h, image, units, batch, fresh, track):
     """Linear as batched products on activations kept transposed ([U, B, F] views of [U, F, B])."""
-    if image or h.dim() != 3:
-        raise ValueError("Linear on images (not flattened)")
+    z, _ = _apply(layer, prefix, params, h, image, units, batch)  # [U, B, out] view of [U, out, B]
     w, b = params[prefix + "weight"], params.get(prefix + "bias")  # [U, out, in], [U, out]
-    h_t = h.transpose(1, 2)  # [U, in, B]
-    z_t = torch.bmm(w, h_t) if b is None else torch.baddbmm(b.unsqueeze(-1), w, h_t)  # [U, out, B]
 
     def step(grad):  # grad [U, B, out]
         d = grad.transpose(1, 2)  # [U, out, B]
@@ -137,7 +134,7 @@ def _linear(layer, prefix, params, h, image, units, batch, fresh, track):
             return torch.bmm(d.transpose(1, 2), w), own  # [U, B, in]
         return torch.bmm(w.transpose(1, 2), d).transpose(1, 2), own  # [U, B, in] view of [U, in, B]
 
-    return z_t.transpose(1, 2), False, True, step
+    return z, False, True, step
 
 
 def _relu(layer, prefix, params, h, image, units, batch, fresh, track):
